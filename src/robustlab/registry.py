@@ -38,7 +38,7 @@ def _describe_validation_error(where: str, err: pydantic.ValidationError, allowe
 
 def validate_kwargs(where: str, fn: Callable[..., Any], kwargs: dict[str, Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """Validate and coerce `kwargs` against `fn`'s keyword parameters (those not in `skip`)."""
-    sig = inspect.signature(fn)
+    sig = inspect.signature(fn, eval_str=True)
     fields: dict[str, Any] = {}
     for name, p in sig.parameters.items():
         if name in skip or name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):

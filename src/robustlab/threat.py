@@ -59,10 +59,12 @@ class ThreatModel:
         return cls(norm, eps)  # type: ignore[arg-type]
 
     def __str__(self) -> str:
-        frac = Fraction(self.eps * 255).limit_denominator(8)
-        if self.eps > 0 and frac.denominator == 1 and abs(float(frac) / 255 - self.eps) < 1e-9 and self.norm == "linf":
-            return f"{self.norm}:{frac.numerator}/255"
-        return f"{self.norm}:{self.eps:g}"
+        short = f"{self.eps:g}"
+        if self.norm == "linf" and len(short) > 6:
+            frac = Fraction(self.eps * 255).limit_denominator(8)
+            if abs(float(frac) / 255 - self.eps) < 1e-9:
+                return f"linf:{frac}/255" if frac.denominator == 1 else f"linf:{float(frac):g}/255"
+        return f"{self.norm}:{short}"
 
     # --- geometry (per sample, over all dims but the first) ---
 

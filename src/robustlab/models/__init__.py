@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import RobustlabError
-from . import simple  # noqa: F401  (registers)
+from . import lenet, resnet, simple, vgg  # noqa: F401  (registers)
 from .base import GlobalPool, ImageClassifier, Normalize
 from .registry import MODELS
 

@@ -1,0 +1,112 @@
+"""The attack contract.
+
+An attack is a callable `attack(model, x, y) -> x_adv` on pixel-space batches in [0, 1]. It never
+changes the model: parameters, `.grad`, BatchNorm running statistics and the train/eval flag are
+the same after it returns (`model_untouched`). It is deterministic for a given seed or generator,
+batched, and `attack.run(...)` also returns the per-sample success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..data.base import check_images
+from ..errors import RobustlabError
+from ..threat import ThreatModel
+
+AttackMode = Literal["eval", "train"]
+
+
+@dataclass
+class AttackResult:
+    """`x_adv` (same shape as x, in [0, 1] and in the threat ball) and per-sample `success` (N,) bool."""
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+
+
+@contextmanager
+def model_untouched(model: nn.Module, mode: AttackMode = "eval") -> Iterator[None]:
+    """Run the model in `mode` with frozen parameters; restore flag, requires_grad and buffers after.
+
+    In "train" mode BatchNorm would update its running statistics; they are copied before and
+    restored after, so the attack leaves no trace.
+    """
+    if mode not in ("eval", "train"):
+        raise RobustlabError(f"attack mode={mode!r}; allowed: eval, train.")
+    was_training = model.training
+    requires = [(p, p.requires_grad) for p in model.parameters()]
+    saved = [(b, b.detach().clone()) for b in model.buffers()] if mode == "train" else []
+    model.train(mode == "train")
+    for p, _ in requires:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        for p, flag in requires:
+            p.requires_grad_(flag)
+        with torch.no_grad():
+            for b, copy in saved:
+                b.copy_(copy)
+        model.train(was_training)
+
+
+def check_logits(where: str, logits: torch.Tensor, n: int, num_classes: int | None) -> None:
+    """Raise unless the model returned N×K logits (K = the dataset's class count when known)."""
+    if logits.dim() != 2 or logits.shape[0] != n or (num_classes is not None and logits.shape[1] != num_classes):
+        k = num_classes if num_classes is not None else "K"
+        raise RobustlabError(f"{where}: the model must return logits of shape ({n}, {k}); got {tuple(logits.shape)}.")
+
+
+class Attack:
+    """Base class: input checks, the model-state guard and seeding. Subclasses implement `_run`."""
+
+    name = "attack"
+
+    def __init__(self, threat: ThreatModel, *, seed: int = 0, mode: AttackMode = "eval", num_classes: int | None = None):
+        self.threat = ThreatModel.parse(threat)
+        self.seed = seed
+        self.mode = mode
+        self.num_classes = num_classes
+        if mode not in ("eval", "train"):
+            raise RobustlabError(f"{self.name}: mode={mode!r}; allowed: eval, train.")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.threat})"
+
+    def _check(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int | None:
+        check_images(self.name, x)
+        if not torch.is_tensor(y) or y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
+            raise RobustlabError(f"{self.name}: labels must be a 1-d integer tensor with one entry per image; got {getattr(y, 'shape', y)}.")
+        k = self.num_classes if self.num_classes is not None else getattr(model, "num_classes", None)
+        if y.numel() and k is not None and (int(y.min()) < 0 or int(y.max()) >= k):
+            raise RobustlabError(f"{self.name}: label {int(y.max()) if int(y.max()) >= k else int(y.min())} out of range 0..{k - 1}.")
+        return k
+
+    def generator_for(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
+        if generator is not None:
+            return generator
+        return torch.Generator(device=x.device).manual_seed(self.seed)
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None) -> AttackResult:
+        """Attack the batch; returns x_adv and the per-sample success."""
+        k = self._check(model, x, y)
+        with model_untouched(model, self.mode):
+            x_adv, success = self._run(model, x, y, self.generator_for(x, generator), k, need_success=True)
+        return AttackResult(x_adv.detach(), success)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        k = self._check(model, x, y)
+        with model_untouched(model, self.mode):
+            x_adv, _ = self._run(model, x, y, self.generator_for(x, generator), k, need_success=False)
+        return x_adv.detach()
+
+    def _run(self, model, x, y, generator, num_classes, need_success):  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,169 @@
+"""FGSM and projected gradient descent (Madry et al. 2018) for linf and l2.
+
+Losses: "ce" (cross-entropy), "cw" (the CW margin, so `cw(k)` = PGD-k with the margin loss as the
+papers use it) and "kl" (KL to the clean output, the TRADES inner maximisation). Random start:
+"uniform" in the ball, "normal" (x + sigma·N(0, I), TRADES uses sigma = 0.001) or "none".
+Restarts keep the per-sample worst case. With `keep_best` every iterate is a candidate, so more
+steps or restarts with the same seed never make the attack weaker.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import RobustlabError
+from ..registry import check_range
+from ..threat import ThreatModel
+from . import losses
+from .base import Attack, AttackMode, check_logits
+
+Loss = Literal["ce", "cw", "kl"]
+Start = Literal["uniform", "normal", "none"]
+
+
+def _expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def random_start(x: torch.Tensor, threat: ThreatModel, kind: str, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """An initial point in the ball around x, clipped to [0, 1]."""
+    if kind == "none":
+        return x.clone()
+    if kind == "normal":
+        delta = sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    elif threat.norm == "linf":
+        delta = (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * threat.eps
+    else:  # uniform in the l2 ball: Gaussian direction, radius eps·U^(1/d)
+        d = x[0].numel()
+        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        direction = direction / _expand(direction.flatten(1).norm(dim=1).clamp_min(1e-12), x)
+        radius = threat.eps * torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d)
+        delta = direction * _expand(radius, x)
+    return (x + threat.project(delta)).clamp(0.0, 1.0)
+
+
+def ascent_step(x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, threat: ThreatModel, step: float) -> torch.Tensor:
+    """One steepest-ascent step for the norm, then projection onto the ball and [0, 1]."""
+    if threat.norm == "linf":
+        x_adv = x_adv + step * grad.sign()
+    else:
+        g_norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+        x_adv = x_adv + step * grad / _expand(g_norm, grad)
+    return (x + threat.project(x_adv - x)).clamp(0.0, 1.0)
+
+
+class PGD(Attack):
+    """PGD-`steps` with step size `step` (default eps/4), `restarts` random restarts."""
+
+    name = "pgd"
+
+    def __init__(
+        self,
+        threat: ThreatModel,
+        steps: int = 10,
+        step: float | None = None,
+        loss: Loss = "ce",
+        random_start: Start = "uniform",
+        sigma: float = 0.001,
+        restarts: int = 1,
+        targeted: bool = False,
+        keep_best: bool = True,
+        kappa: float = 50.0,
+        *,
+        seed: int = 0,
+        mode: AttackMode = "eval",
+        num_classes: int | None = None,
+    ):
+        super().__init__(threat, seed=seed, mode=mode, num_classes=num_classes)
+        check_range(f"{self.name} steps", steps, 1)
+        check_range(f"{self.name} restarts", restarts, 1)
+        if self.threat.eps <= 0:
+            raise RobustlabError(f"{self.name}: eps={self.threat.eps} must be > 0 for an attack.")
+        self.step = float(step) if step is not None else self.threat.eps / 4
+        check_range(f"{self.name} step", self.step, 0.0, lo_open=True)
+        if loss not in ("ce", "cw", "kl"):
+            raise RobustlabError(f"{self.name}: loss={loss!r}; allowed: ce, cw, kl.")
+        if loss == "kl" and targeted:
+            raise RobustlabError(f"{self.name}: the kl loss has no targeted form.")
+        if random_start not in ("uniform", "normal", "none"):
+            raise RobustlabError(f"{self.name}: random_start={random_start!r}; allowed: uniform, normal, none.")
+        self.steps, self.loss, self.start, self.sigma = steps, loss, random_start, sigma
+        self.restarts, self.targeted, self.keep_best, self.kappa = restarts, targeted, keep_best, kappa
+
+    def __repr__(self) -> str:
+        return f"PGD({self.threat}, steps={self.steps}, step={self.step:.4g}, loss={self.loss}, restarts={self.restarts})"
+
+    def _objective(self, logits: torch.Tensor, y: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
+        if self.loss == "kl":
+            return losses.kl_to_reference(logits, ref)
+        if self.loss == "ce":
+            ce = losses.cross_entropy(logits, y)
+            return -ce if self.targeted else ce
+        return _target_margin(logits, y, self.kappa) if self.targeted else losses.cw_margin(logits, y, self.kappa)
+
+    def _success(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        pred = logits.argmax(1)
+        return pred == y if self.targeted else pred != y
+
+    def _run(self, model, x, y, generator, num_classes, need_success):
+        ref = None
+        if self.loss == "kl":
+            with torch.no_grad():
+                ref = F.log_softmax(model(x), 1)
+        track = need_success or self.restarts > 1 or self.keep_best
+        best_x = x.clone()
+        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+        best_succ = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        success_first = self.loss != "kl"
+
+        def consider(cand: torch.Tensor, logits: torch.Tensor, value: torch.Tensor) -> None:
+            succ = self._success(logits, y)
+            better = value > best_loss
+            if success_first:
+                better = (succ & ~best_succ) | ((succ == best_succ) & better)
+            best_x[better] = cand[better]
+            best_loss[better] = value[better]
+            best_succ[better] = succ[better]
+
+        for _ in range(self.restarts):
+            x_adv = random_start(x, self.threat, self.start, self.sigma, generator)
+            for t in range(self.steps):
+                x_adv.requires_grad_(True)
+                logits = model(x_adv)
+                if t == 0:
+                    check_logits(self.name, logits, x.shape[0], num_classes)
+                value = self._objective(logits, y, ref)
+                (grad,) = torch.autograd.grad(value.sum(), x_adv)
+                x_adv = x_adv.detach()
+                if self.keep_best:
+                    consider(x_adv, logits.detach(), value.detach())
+                x_adv = ascent_step(x_adv, grad, x, self.threat, self.step)
+            if track:
+                with torch.no_grad():
+                    logits = model(x_adv)
+                    consider(x_adv, logits, self._objective(logits, y, ref))
+            else:
+                best_x = x_adv
+        return best_x, best_succ
+
+
+def _target_margin(logits: torch.Tensor, target: torch.Tensor, kappa: float) -> torch.Tensor:
+    """Targeted CW: z_t − max_{j≠t} z_j, capped at kappa (maximised by the attack)."""
+    return (-losses.cw_margin(logits, target, float("inf"))).clamp(max=kappa)
+
+
+class FGSM(PGD):
+    """Fast gradient sign method (Goodfellow et al. 2015): one step of size eps from x; l2: FGM."""
+
+    name = "fgsm"
+
+    def __init__(self, threat: ThreatModel, loss: Loss = "ce", targeted: bool = False, *, seed: int = 0,
+                 mode: AttackMode = "eval", num_classes: int | None = None):
+        super().__init__(threat, steps=1, step=ThreatModel.parse(threat).eps, loss=loss, random_start="none",
+                         targeted=targeted, keep_best=False, seed=seed, mode=mode, num_classes=num_classes)
+
+    def __repr__(self) -> str:
+        return f"FGSM({self.threat}, loss={self.loss})"

@@ -1,0 +1,232 @@
+"""The `robustlab` command: train | eval | study | analyze | list."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import RobustlabError, TrainingDiverged
+
+EPILOG_TRAIN = """examples:
+  robustlab train --dataset digits --model small_cnn --method pgd_at --threat linf:0.2 --epochs 20
+  robustlab train --config configs/digits.yaml --run trades --set train.epochs=5
+  robustlab train --config run.yaml --out runs/mine --resume      # continue after a crash or kill
+"""
+
+EPILOG_EVAL = """examples:
+  robustlab eval runs/digits/pgd_at                      # paper protocol at the run's threat model
+  robustlab eval runs/digits/pgd_at --suite quick --n 200
+  robustlab eval runs/digits/pgd_at/model.safetensors --threat linf:0.3 --suite pgd-20,cw-20
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", help="where dataset files live (default: $ROBUSTLAB_DATA, else ./data)")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robustlab", description="Train, attack and analyse adversarially robust models.")
+    parser.add_argument("--version", action="version", version=f"robustlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one model", description="Train one model (a run) and keep its best and last checkpoints.",
+                       epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="a run or study YAML (with a study, pick the run with --run)")
+    p.add_argument("--run", help="label of the run to train from a study config")
+    p.add_argument("--dataset", help="dataset name (see `robustlab list`)")
+    p.add_argument("--model", help="model name")
+    p.add_argument("--method", help="training objective")
+    p.add_argument("--threat", help="threat model, e.g. linf:8/255, linf:8px, l2:0.5")
+    p.add_argument("--epochs", type=int, help="number of epochs")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable), e.g. method.beta=3")
+    p.add_argument("--out", help="run directory (default runs/train/<dataset>-<model>-<method>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--eval", action="store_true", help="evaluate the selected model with the run's eval settings afterwards")
+    _common(p)
+
+    p = sub.add_parser("eval", help="evaluate a trained model under an attack suite",
+                       description="Evaluate a run directory or checkpoint: clean accuracy, accuracy under each attack, worst case.",
+                       epilog=EPILOG_EVAL, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", help="run directory or checkpoint (.safetensors/.json)")
+    p.add_argument("--suite", default=None, help="suite name (paper, quick, ...) or comma-separated attack specs (default: the run's eval.suite, else paper)")
+    p.add_argument("--threat", help="threat model (default: the one the model was trained for)")
+    p.add_argument("--step", type=float, help="step size of iterative attacks (default eps/4)")
+    p.add_argument("--n", type=int, help="evaluate on the first N points of the split only")
+    p.add_argument("--split", default="test", choices=["test", "val"], help="data split (default test)")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="directory for eval.json / eval.md (default: the run directory)")
+    _common(p)
+
+    p = sub.add_parser("study", help="train, evaluate and report a whole study",
+                       description="Run a study config end to end: train or reuse each run, evaluate it, write runs/<study>/report.md.")
+    p.add_argument("config", nargs="?", help="study YAML (default configs/digits.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key for every run (repeatable)")
+    p.add_argument("--only", help="comma-separated run labels to run (default: all)")
+    p.add_argument("--out", default="runs", help="root of the run directories (default runs)")
+    _common(p)
+
+    p = sub.add_parser("analyze", help="run diagnostics on a trained model",
+                       description="Run registered analyses on a trained run; results go to RUN/analysis/*.json and RUN/figures/.")
+    p.add_argument("target", help="run directory or checkpoint")
+    p.add_argument("--what", required=True, help="comma-separated analyses (see `robustlab list`)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="analysis option, e.g. n=500 (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+
+    sub.add_parser("list", help="list datasets, models, methods, attacks, suites, analyses, report sections")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import RUN_KEYS, load_study, load_yaml, make_run_config, parse_override, set_path, study_runs
+    from .train import train_run
+
+    if args.config and args.run:
+        runs = {label: cfg for label, _, cfg in study_runs(load_study(args.config, args.set))}
+        if args.run not in runs:
+            raise RobustlabError(f"--run {args.run!r}: no such run in {args.config}; runs: {', '.join(runs)}.")
+        cfg = runs[args.run]
+        data = cfg.model_dump(mode="json")
+    else:
+        data = load_yaml(args.config) if args.config else {}
+        if args.config and "runs" in data:
+            raise RobustlabError(f"{args.config} is a study config; pick one run with --run LABEL.")
+        for text in args.set:
+            keys, value = parse_override(text)
+            set_path(data, keys, value)
+    for key, value in (("dataset", args.dataset), ("model", args.model), ("method", args.method), ("threat", args.threat)):
+        if value is not None:
+            data[key] = value
+    if args.epochs is not None:
+        data.setdefault("train", {})["epochs"] = args.epochs
+    cfg = make_run_config({k: v for k, v in data.items() if k in RUN_KEYS} | {k: v for k, v in data.items() if k not in RUN_KEYS})
+    out = Path(args.out) if args.out else Path("runs/train") / f"{cfg.dataset.name}-{cfg.model.name}-{cfg.method.name}"
+    result = train_run(cfg, out, resume=args.resume, data_root=args.data_root, quiet=args.quiet, device=args.device)
+    print(f"trained {out}: selected epoch {result.best_epoch}, " + ", ".join(
+        f"{k} {v:.4f}" for k, v in result.best_metrics.items() if k.startswith("val_")))
+    if args.eval:
+        from .evaluate import print_table
+        from .study import evaluate_run
+        from .train import resolve_device
+
+        res = evaluate_run(cfg, out, data_root=args.data_root, device=resolve_device(args.device or cfg.device), quiet=args.quiet)
+        print_table({out.name: res})
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from . import data
+    from .checkpoint import load_meta, load_model, resolve_checkpoint
+    from .config import load_yaml
+    from .evaluate import evaluate, print_table
+    from .train import resolve_device
+
+    stem = resolve_checkpoint(args.target)
+    meta = load_meta(stem)
+    device = resolve_device(args.device or "auto")
+    model, meta = load_model(stem, device)
+    cfg_path = stem.parent / "config.yaml"
+    run_eval = load_yaml(cfg_path).get("eval", {}) if cfg_path.exists() else {}
+    suite = args.suite or run_eval.get("suite", "paper")
+    if isinstance(suite, str) and "," in suite or (isinstance(suite, str) and suite not in __import__("robustlab.evaluate").evaluate.SUITES):
+        suite = [s.strip() for s in suite.split(",") if s.strip()] if isinstance(suite, str) else suite
+    ds_meta = meta.get("dataset", {})
+    if "name" not in ds_meta:
+        raise RobustlabError(f"{stem}.json records no dataset; cannot tell what to evaluate on.")
+    ds = data.load(ds_meta["name"], root=args.data_root, **ds_meta.get("options", {}))
+    threat = args.threat or meta.get("threat")
+    if threat is None:
+        raise RobustlabError(f"{stem}.json records no threat model; pass --threat, e.g. --threat linf:8/255.")
+    split = ds.split(args.split).head(args.n)
+    result = evaluate(model, split, threat, suite, step=args.step if args.step is not None else run_eval.get("step"),
+                      step_ratio=run_eval.get("step_ratio", 0.25), batch_size=args.batch_size, seed=args.seed,
+                      device=device, quiet=args.quiet)
+    out = Path(args.out) if args.out else stem.parent
+    out.mkdir(parents=True, exist_ok=True)
+    result.save(out)
+    print_table({stem.parent.name: result})
+    print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from .study import run_study
+
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    report = run_study(args.config, overrides=args.set, out_root=args.out, data_root=args.data_root, device=args.device,
+                       quiet=args.quiet, only=only)
+    print(f"wrote {report}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from . import data
+    from .analysis import ANALYSES, AnalysisContext
+    from .checkpoint import load_model, resolve_checkpoint
+    from .config import parse_override
+    from .threat import ThreatModel
+    from .train import resolve_device
+
+    names = [w.strip() for w in args.what.split(",") if w.strip()]
+    for name in names:
+        ANALYSES.get(name)
+    options = {}
+    for text in args.set:
+        keys, value = parse_override(text)
+        options[".".join(keys)] = value
+    stem = resolve_checkpoint(args.target)
+    device = resolve_device(args.device or "auto")
+    model, meta = load_model(stem, device)
+    ds_meta = meta["dataset"]
+    ds = data.load(ds_meta["name"], root=args.data_root, **ds_meta.get("options", {}))
+    ctx = AnalysisContext(model, ds, ThreatModel.parse(meta["threat"]), stem.parent, meta, device, seed=args.seed, quiet=args.quiet)
+    for name in names:
+        accepted = set(ANALYSES.options(name, skip=("ctx",)))
+        result = ANALYSES.create(name, ctx, **{k: v for k, v in options.items() if k in accepted})
+        path = stem.parent / "analysis" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2))
+        print(f"{name}: wrote {path}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from . import attacks, data, methods, models
+    from .analysis import ANALYSES
+    from .evaluate import SUITES
+    from .report import SECTIONS
+    from .train import CALLBACKS
+
+    for title, names in (("datasets", data.names()), ("models", models.names()), ("methods", methods.names()),
+                         ("attacks", attacks.names()), ("suites", SUITES.names()), ("analyses", ANALYSES.names()),
+                         ("callbacks", CALLBACKS.names()), ("report sections", SECTIONS.names())):
+        print(f"{title}: {', '.join(names) if names else '(none)'}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "study": cmd_study, "analyze": cmd_analyze, "list": cmd_list}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except RobustlabError as e:
+        print(f"robustlab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"robustlab {args.command}: training stopped: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"robustlab {args.command}: interrupted; the last finished epoch's checkpoint is kept (use --resume).", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

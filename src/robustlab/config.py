@@ -1,0 +1,323 @@
+"""YAML configs, validated with pydantic; `--set key=value` overrides.
+
+A *run* config says what to train and how: dataset, model, method, threat model, training and
+evaluation settings. A *study* config holds the shared settings of several runs plus the list of
+runs; each run's entries are merged over the shared ones. Components (dataset, model, method,
+callbacks) are written as a name or as {name: ..., option: value, ...}.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import RobustlabError
+from .threat import ThreatModel
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component(Strict):
+    """A registry name plus its keyword options."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @classmethod
+    def of(cls, value: Any) -> "Component":
+        return value if isinstance(value, Component) else cls.model_validate(_component_dict(value))
+
+
+def _component_dict(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class OptimizerConfig(Strict):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class ScheduleConfig(Strict):
+    """Learning-rate schedule, evaluated per step.
+
+    piecewise: lr × gamma^(number of `milestones` (epochs) passed); cosine: half cosine to 0;
+    onecycle: linear warm-up from lr/25 to lr over `pct_start` of training, then cosine to lr/1e4;
+    constant. `warmup_epochs` adds a linear warm-up to piecewise / cosine / constant.
+    """
+
+    name: Literal["constant", "piecewise", "cosine", "onecycle"] = "cosine"
+    milestones: list[float] = Field(default_factory=list)
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    pct_start: float = Field(0.3, gt=0, lt=1)
+
+
+class SelectConfig(Strict):
+    """Model selection on the validation split (never the test split).
+
+    by: robust (PGD accuracy, ties broken by clean), clean, last, or auto (robust for methods that
+    train against an attack, clean for standard training).
+    """
+
+    by: Literal["auto", "robust", "clean", "last"] = "auto"
+    attack: str = "pgd-10"
+    every: int = Field(1, ge=1)
+    max_samples: int | None = Field(None, ge=1)
+
+
+class AugmentConfig(Strict):
+    crop_padding: int = Field(0, ge=0)
+    flip: bool = False
+    pad_mode: Literal["constant", "reflect", "replicate", "edge"] = "constant"
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    augment: Literal["default", "none"] | AugmentConfig = "default"
+    grad_clip: float | None = Field(None, gt=0)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    seed: int = 0
+
+
+class EvalConfig(Strict):
+    """Evaluation: an attack suite (a registered name or a list of attack specs) on a split."""
+
+    suite: str | list[str | dict[str, Any]] = "paper"
+    step: float | None = Field(None, gt=0)
+    step_ratio: float = Field(0.25, gt=0)
+    batch_size: int = Field(500, ge=1)
+    max_samples: int | None = Field(None, ge=1)
+    split: Literal["test", "val"] = "test"
+    seed: int = 0
+
+
+class RunConfig(Strict):
+    dataset: Component = Field(default_factory=lambda: Component(name="digits"))
+    model: Component = Field(default_factory=lambda: Component(name="small_cnn"))
+    method: Component = Field(default_factory=lambda: Component(name="standard"))
+    threat: str = "linf:8/255"
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    callbacks: list[Component] = Field(default_factory=list)
+    device: str = "auto"
+
+    _component = field_validator("dataset", "model", "method", mode="before")(lambda v: _component_dict(v))
+
+    @field_validator("callbacks", mode="before")
+    @classmethod
+    def _callbacks(cls, v: Any) -> Any:
+        return [_component_dict(c) for c in v] if isinstance(v, list) else v
+
+    @field_validator("threat")
+    @classmethod
+    def _threat(cls, v: str) -> str:
+        ThreatModel.parse(v)
+        return v
+
+    @property
+    def threat_model(self) -> ThreatModel:
+        return ThreatModel.parse(self.threat)
+
+    def fingerprint(self) -> str:
+        """A hash of everything that changes training (not evaluation settings or the device)."""
+        d = self.model_dump(mode="json", exclude={"eval", "device"})
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+RUN_KEYS = tuple(RunConfig.model_fields)
+
+
+class StudyConfig(Strict):
+    """Shared run settings + `runs` (each a partial run config with a `label` and optional `group`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    data_root: str | None = None
+    base: dict[str, Any]
+    runs: list[dict[str, Any]]
+    sections: list[str | dict[str, Any]] = Field(default_factory=lambda: ["robustness", "training_curves"])
+    description: str = ""
+
+
+# --- loading and overrides ---------------------------------------------------------------------
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise RobustlabError(f"config file {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RobustlabError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise RobustlabError(f"{path}: a config must be a mapping of keys to values.")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """"train.epochs=5" -> (["train", "epochs"], 5); the value is parsed as YAML."""
+    if "=" not in text:
+        raise RobustlabError(f"--set {text!r}: write KEY=VALUE, e.g. --set train.epochs=5.")
+    key, value = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise RobustlabError(f"--set {text!r}: empty key.")
+    return path, yaml.safe_load(value) if value.strip() else None
+
+
+def set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node: Any = data
+    for i, part in enumerate(path[:-1]):
+        if isinstance(node, list):
+            node = node[_index(node, part, path)]
+            continue
+        nxt = node.get(part)
+        if isinstance(nxt, str) and part in ("dataset", "model", "method"):
+            nxt = node[part] = {"name": nxt}  # a component written as a name gains options
+        elif nxt is None:
+            nxt = node[part] = {}
+        node = nxt
+    last = path[-1]
+    if isinstance(node, list):
+        node[_index(node, last, path)] = value
+    else:
+        node[last] = value
+
+
+def _index(seq: list[Any], part: str, path: list[str]) -> int:
+    try:
+        i = int(part)
+        seq[i]
+        return i
+    except (ValueError, IndexError):
+        raise RobustlabError(f"--set {'.'.join(path)}: {part!r} is not an index of a list of {len(seq)}.") from None
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` merged into a copy of `base`; a component changing its name replaces the whole entry."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        b = out.get(k)
+        if k in ("dataset", "model", "method"):
+            b, v = _component_dict(b), _component_dict(v)
+            if isinstance(b, dict) and isinstance(v, dict) and b.get("name") == v.get("name", b.get("name")):
+                out[k] = deep_merge(b, v)
+            else:
+                out[k] = copy.deepcopy(v)
+        elif isinstance(b, dict) and isinstance(v, dict):
+            out[k] = deep_merge(b, v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def validation_message(where: str, err: pydantic.ValidationError, model: type[BaseModel]) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, e["loc"][:-1])
+            close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            lines.append(f"unknown key {loc!r}{hint} Allowed here: {', '.join(allowed)}.")
+        else:
+            lines.append(f"{loc}: {e['msg']} (got {e.get('input')!r}).")
+    return f"{where}: " + " ".join(lines)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    cur: Any = model
+    for part in loc:
+        field = getattr(cur, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        cur = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if cur is None:
+            return []
+    return sorted(getattr(cur, "model_fields", {}))
+
+
+def make_run_config(data: dict[str, Any], where: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except pydantic.ValidationError as err:
+        raise RobustlabError(validation_message(where, err, RunConfig)) from None
+
+
+def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
+    """Read a study YAML: top-level run keys are the shared base, `runs` the list, `--set` applied."""
+    raw = load_yaml(path)
+    run_overrides = []
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys[0] in RUN_KEYS:
+            run_overrides.append((keys, value))  # applied to every run after merging
+        set_path(raw, keys, value)
+    base = {k: raw.pop(k) for k in list(raw) if k in RUN_KEYS}
+    raw.setdefault("name", Path(path).stem)
+    raw["base"] = base
+    raw.setdefault("runs", [{}])
+    try:
+        study = StudyConfig.model_validate(raw)
+    except pydantic.ValidationError as err:
+        allowed = sorted(set(StudyConfig.model_fields) - {"base"} | set(RUN_KEYS))
+        msgs = []
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"])
+            if e["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                msgs.append(f"unknown key {loc!r}{hint} Allowed at the top level: {', '.join(allowed)}.")
+            else:
+                msgs.append(f"{loc}: {e['msg']}.")
+        raise RobustlabError(f"{path}: " + " ".join(msgs)) from None
+    study._run_overrides = run_overrides  # type: ignore[attr-defined]
+    return study
+
+
+def study_runs(study: StudyConfig) -> list[tuple[str, str, RunConfig]]:
+    """[(label, group, RunConfig)] with each run merged over the shared base and overrides applied."""
+    out, seen = [], set()
+    for i, run in enumerate(study.runs):
+        run = dict(run)
+        label = str(run.pop("label", "") or _default_label(run, study.base))
+        group = str(run.pop("group", "main"))
+        merged = deep_merge(study.base, run)
+        for keys, value in getattr(study, "_run_overrides", []):
+            set_path(merged, keys, value)
+        if label in seen:
+            raise RobustlabError(f"study {study.name!r}: two runs are labelled {label!r}; give each run a unique `label`.")
+        seen.add(label)
+        out.append((label, group, make_run_config(merged, f"study {study.name!r} run {i} ({label})")))
+    return out
+
+
+def _default_label(run: dict[str, Any], base: dict[str, Any]) -> str:
+    method = _component_dict(run.get("method", base.get("method", "standard")))
+    return str(method.get("name", "run")) if isinstance(method, dict) else str(method)
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False)

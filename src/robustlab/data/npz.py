@@ -1,0 +1,141 @@
+"""Any image classification data saved with `numpy.savez` (a .npz archive of plain arrays).
+
+Keys: x_train, y_train, x_test, y_test — or just x, y (a seeded, stratified test split is then
+held out) — and optionally class_names (an array of strings). Images may be N×C×H×W, N×H×W×C or
+N×H×W, uint8 (0..255) or float already in [0, 1]. Archives are read with allow_pickle=False.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import RobustlabError
+from .base import ImageDataset, carve_validation, data_root, finish, missing_files_error, to_float_images
+from .base import check_stats
+from .registry import DATASETS
+
+SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
+WHOLE_KEYS = ("x", "y")
+
+
+def resolve_file(dataset: str, path: str, root: Any) -> Path:
+    """An absolute `path`, else `path` under the data root, else under the working directory."""
+    p = Path(path).expanduser()
+    candidates = [p] if p.is_absolute() else [data_root(root) / p, Path.cwd() / p]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise missing_files_error(dataset, [str(p) if p.is_absolute() else path], [c.parent for c in candidates])
+
+
+def image_layout(shape: tuple[int, ...]) -> str:
+    """The layout of an image array: N×H×W, N×H×W×C (last dim 1 or 3, dim 1 not) or N×C×H×W."""
+    if len(shape) == 3:
+        return "NHW"
+    if len(shape) == 4:
+        return "NHWC" if shape[3] in (1, 3) and shape[1] not in (1, 3) else "NCHW"
+    raise RobustlabError(f"images must be N×C×H×W, N×H×W×C or N×H×W; got shape {shape}.")
+
+
+def _images(x: np.ndarray, where: str) -> torch.Tensor:
+    if x.dtype != np.uint8 and x.dtype.kind != "f":
+        raise RobustlabError(
+            f"{where}: images must be uint8 (0..255) or float in [0, 1]; got {x.dtype.name}"
+            " (convert with .astype(np.uint8) if the values are 0..255)."
+        )
+    try:
+        layout = image_layout(x.shape)
+    except RobustlabError as err:
+        raise RobustlabError(f"{where}: {err}") from None
+    t = to_float_images(x, layout)
+    if t.shape[1] not in (1, 3):
+        raise RobustlabError(
+            f"{where}: images of shape {x.shape} read as {layout} have {t.shape[1]} channels; "
+            "expected 1 or 3 (N×1×H×W, N×3×H×W, N×H×W×1, N×H×W×3 or N×H×W)."
+        )
+    return t
+
+
+def _labels(y: np.ndarray, where: str, n: int) -> torch.Tensor:
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise RobustlabError(f"{where}: labels must be a 1-d integer array (or N×1); got {y.dtype.name} of shape {y.shape}.")
+    if y.shape[0] != n:
+        raise RobustlabError(f"{where}: {y.shape[0]} labels for {n} images.")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with open(path, "rb") as f:  # our own handle, closed even when numpy fails half-way
+            z = np.load(f, allow_pickle=False)
+            if isinstance(z, np.ndarray):
+                raise RobustlabError(f"{path}: expected an .npz archive (numpy.savez); got a single .npy array.")
+            with z:
+                return {k: z[k] for k in z.files}
+    except RobustlabError:
+        raise
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise RobustlabError(
+                f"{path}: holds pickled Python objects, which are refused (allow_pickle=False); save plain arrays "
+                "(class names as np.array(names) of str, not dtype=object)."
+            ) from None
+        raise RobustlabError(f"{path}: not a readable .npz archive ({err}).") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise RobustlabError(f"{path}: not a readable .npz archive ({type(err).__name__}: {err}).") from None
+
+
+@DATASETS.register("npz")
+def load_npz(
+    root=None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    *,
+    path: str,
+    test_fraction: float = 0.2,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> ImageDataset:
+    """Images and labels from the .npz archive `path` (absolute, else under the data root, else the working directory).
+
+    With keys x, y (no explicit split) a stratified `test_fraction` of each class is held out as the
+    test split, seeded by `seed` + 1 (as `digits` does). Class names come from `class_names`, else
+    "0".."K-1" with K = the largest label + 1. No augmentation; mean 0 / std 1 unless given.
+    """
+    file = resolve_file("npz", path, root)
+    arrays = _read(file)
+    keys = set(arrays)
+    if set(SPLIT_KEYS) <= keys:
+        train_x = _images(arrays["x_train"], f"{file} x_train")
+        test_x = _images(arrays["x_test"], f"{file} x_test")
+        train_y = _labels(arrays["y_train"], f"{file} y_train", train_x.shape[0])
+        test_y = _labels(arrays["y_test"], f"{file} y_test", test_x.shape[0])
+    elif set(WHOLE_KEYS) <= keys and not keys & set(SPLIT_KEYS):
+        if not 0.0 < test_fraction < 1.0:
+            raise RobustlabError(f"npz: test_fraction={test_fraction!r} must be in (0, 1).")
+        x = _images(arrays["x"], f"{file} x")
+        y = _labels(arrays["y"], f"{file} y", x.shape[0])
+        train, test = carve_validation(x, y, test_fraction, seed + 1)
+        train_x, train_y, test_x, test_y = train.x, train.y, test.x, test.y
+    else:
+        raise RobustlabError(
+            f"{file}: keys {', '.join(sorted(keys)) or '(none)'}; expected either {', '.join(SPLIT_KEYS)} "
+            f"or {', '.join(WHOLE_KEYS)} (plus optional class_names)."
+        )
+    if "class_names" in arrays:
+        names = arrays["class_names"]
+        if names.ndim != 1 or names.dtype.kind not in "US" or names.size == 0:
+            raise RobustlabError(f"{file}: class_names must be a non-empty 1-d array of strings; got {names.dtype.name} of shape {names.shape}.")
+        class_names = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names.tolist()]
+    else:
+        top = max((int(y.max()) for y in (train_y, test_y) if y.numel()), default=-1)
+        class_names = [str(k) for k in range(top + 1)]
+    check_stats("npz", mean, std, train_x.shape[1])
+    return finish("npz", train_x, train_y, test_x, test_y, class_names, val_fraction=val_fraction, seed=seed, mean=mean, std=std)

@@ -1,0 +1,54 @@
+"""Adversarial logit pairing (Kannan, Kurakin & Goodfellow 2018; AALP paper Eq. 1):
+
+    L = w · CE(f(x), y) + (1 − w) · CE(f(x_adv), y) + λ · mean_i ‖ f(x_i) − f(x_adv,i) ‖²₂
+
+with f the logits, the clean and adversarial halves in one mixed minibatch (w = 0.5 as in Kannan et
+al.) and x_adv from PGD-k on the CE loss.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from .base import Method, accuracy, pgd_for_training
+from .registry import METHODS
+
+
+def logit_pairing(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
+    """‖f(x) − f(x_adv)‖²₂ per sample (Eq. 1), shape (N,)."""
+    return (logits_clean - logits_adv).pow(2).sum(1)
+
+
+@METHODS.register("alp")
+class ALP(Method):
+    name = "alp"
+
+    def __init__(
+        self,
+        threat,
+        lam: float = 0.5,
+        clean_weight: float = 0.5,
+        attack_steps: int = 10,
+        attack_step: float | None = None,
+        attack_start: Literal["uniform", "normal", "none"] = "uniform",
+        attack_mode: Literal["eval", "train"] = "eval",
+    ):
+        super().__init__(threat)
+        self.lam, self.clean_weight = lam, clean_weight
+        self.train_attack = pgd_for_training(self.threat, loss="ce", steps=attack_steps, step=attack_step, start=attack_start, mode=attack_mode)
+
+    def loss(self, model, x, y, ctx):
+        x_adv = self.adversarial(model, x, y, ctx)
+        logits_clean, logits_adv = model(torch.cat([x, x_adv])).chunk(2)
+        classification = self.clean_weight * F.cross_entropy(logits_clean, y) + (1 - self.clean_weight) * F.cross_entropy(logits_adv, y)
+        pairing = logit_pairing(logits_clean, logits_adv).mean()
+        loss = classification + self.lam * pairing
+        return loss, {
+            "loss": loss.detach(),
+            "alp": pairing.detach(),
+            "acc": accuracy(logits_clean.detach(), y),
+            "adv_acc": accuracy(logits_adv.detach(), y),
+        }

@@ -1,0 +1,99 @@
+"""What a report section sees: the study's runs (config, run directory, evaluation, history)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import RunConfig, StudyConfig
+from ..data import ImageDataset
+from ..evaluate import EvalResult
+
+
+@dataclass
+class RunRecord:
+    label: str
+    group: str
+    config: RunConfig
+    run_dir: Path
+    eval: EvalResult | None = None
+    train_seconds: float = 0.0
+    reused: bool = False
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        path = self.run_dir / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return json.loads((self.run_dir / "model.json").read_text())
+
+
+@dataclass
+class StudyContext:
+    """Shared state for report sections; sections add markdown and figures, and may cache analyses."""
+
+    study: StudyConfig
+    out_dir: Path
+    records: list[RunRecord]
+    device: torch.device
+    quiet: bool = False
+    data_root: str | None = None
+    _datasets: dict[str, ImageDataset] = field(default_factory=dict)
+    _models: dict[str, torch.nn.Module] = field(default_factory=dict)
+
+    @property
+    def figures_dir(self) -> Path:
+        d = self.out_dir / "figures"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def figure(self, name: str) -> tuple[Path, str]:
+        """(absolute path to write, path relative to report.md) for figure `name` (a .png file name)."""
+        return self.figures_dir / name, f"figures/{name}"
+
+    def runs(self, group: str | None = "main") -> list[RunRecord]:
+        return [r for r in self.records if group is None or r.group == group]
+
+    def run(self, label: str) -> RunRecord:
+        for r in self.records:
+            if r.label == label:
+                return r
+        raise KeyError(label)
+
+    def dataset(self, record: RunRecord) -> ImageDataset:
+        from .. import data
+
+        key = json_key(record.config.dataset.model_dump())
+        if key not in self._datasets:
+            ds = record.config.dataset
+            self._datasets[key] = data.load(ds.name, root=self.data_root, **ds.options)
+        return self._datasets[key]
+
+    def model(self, record: RunRecord) -> torch.nn.Module:
+        """The run's selected model, in eval mode on the study's device."""
+        from ..checkpoint import load_model
+
+        if record.label not in self._models:
+            self._models[record.label] = load_model(record.run_dir, self.device)[0]
+        return self._models[record.label]
+
+    def cached(self, record: RunRecord, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """A JSON analysis result stored in the run's analysis/ directory, computed once."""
+        path = record.run_dir / "analysis" / f"{key}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        result = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2))
+        return result
+
+
+def json_key(d: Any) -> str:
+    return json.dumps(d, sort_keys=True, default=str)

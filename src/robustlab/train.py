@@ -1,0 +1,359 @@
+"""The generic Trainer: loop, optimizer, schedule, validation-based selection, checkpoint/resume.
+
+It knows nothing about any paper: the objective is a `Method`, paper-specific per-epoch extras are
+`Callback`s. Everything random draws from generators the Trainer owns and checkpoints, so a run that
+is killed and resumed ends with the same weights as one that was not (same seed, CPU).
+
+Run directory: config.yaml, model.{safetensors,json} (selected on validation), last.{...},
+train_state.safetensors (resume), metrics.jsonl (one line per epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt
+from .attacks import build as build_attack
+from .config import RunConfig, TrainConfig, dump_yaml
+from .data import AugmentSpec, ImageDataset, batches, num_batches
+from .errors import RobustlabError, TrainingDiverged
+from .methods import Method, StepContext
+from .registry import Registry
+from .threat import ThreatModel
+from .ui import TrainProgress
+
+
+class Callback:
+    """Per-epoch extras. `on_epoch_end` may return metrics to add to the epoch's record."""
+
+    def on_train_start(self, trainer: "Trainer") -> None:
+        pass
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, record: dict[str, Any]) -> dict[str, Any] | None:
+        return None
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        pass
+
+
+CALLBACKS: Registry[Callback] = Registry("callback")
+
+
+# --- optimizer and schedule ------------------------------------------------------------------------
+
+def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    o = cfg.optimizer
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The multiplier of the base learning rate at global `step` (a pure function: resume needs no state)."""
+    s = cfg.schedule
+    total = cfg.epochs * steps_per_epoch
+    epoch = step / steps_per_epoch
+    if s.name == "onecycle":
+        peak = s.pct_start * total
+        if step < peak:
+            return 1 / 25 + (1 - 1 / 25) * step / peak
+        t = (step - peak) / max(1.0, total - peak)
+        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    warm = 1.0 if s.warmup_epochs <= 0 else min(1.0, (epoch + 1 / steps_per_epoch) / s.warmup_epochs)
+    if s.name == "constant":
+        return warm
+    if s.name == "piecewise":
+        return warm * s.gamma ** sum(epoch >= m for m in s.milestones)
+    return warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
+
+
+# --- the trainer -----------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    best_metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise RobustlabError(f"device={name!r}; allowed: auto, cpu, cuda, cuda:N.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RobustlabError(f"device={name!r} but CUDA is not available on this machine; use device=cpu or auto.")
+    return dev
+
+
+class Trainer:
+    """Train `model` with `method` on `dataset` under `train_cfg`, writing into `run_dir`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        method: Method,
+        dataset: ImageDataset,
+        train_cfg: TrainConfig,
+        run_dir: str | Path,
+        *,
+        threat: ThreatModel | None = None,
+        callbacks: list[Callback] = (),
+        meta: dict[str, Any] | None = None,
+        device: torch.device | str = "cpu",
+        quiet: bool = False,
+    ):
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.method = method.to(self.device)
+        self.dataset = dataset
+        self.cfg = train_cfg
+        self.run_dir = Path(run_dir)
+        self.threat = threat or method.threat
+        self.callbacks = list(callbacks)
+        self.meta = dict(meta or {})
+        self.quiet = quiet
+        self.train_split = dataset.train.to(self.device)
+        self.val_split = dataset.val.head(train_cfg.select.max_samples).to(self.device)
+        self.augment = self._augment_spec()
+        self.steps_per_epoch = num_batches(len(self.train_split), train_cfg.batch_size)
+        params = list(self.model.parameters()) + list(self.method.parameters())
+        self.optimizer = make_optimizer(params, train_cfg)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.data_gen = torch.Generator().manual_seed(train_cfg.seed)
+        self.attack_gen = torch.Generator(device=self.device).manual_seed(train_cfg.seed + 1)
+        self.select_by = self._selection()
+        if self.select_by == "robust" and (self.threat is None or self.threat.eps <= 0):
+            raise RobustlabError("select.by=robust needs a threat model with eps > 0.")
+        # validation PGD accuracy is logged for every run with a threat model (training curves)
+        has_threat = self.threat is not None and self.threat.eps > 0
+        self.select_attack = build_attack(train_cfg.select.attack, self.threat, seed=train_cfg.seed) if has_threat else None
+        self.epoch = 0  # epochs completed
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        if len(self.train_split) == 0:
+            raise RobustlabError(f"{dataset.name}: the training split is empty.")
+
+    # -- setup helpers
+
+    def _augment_spec(self) -> AugmentSpec | None:
+        a = self.cfg.augment
+        if a == "none":
+            return None
+        if a == "default":
+            return self.dataset.augment if self.dataset.augment.enabled else None
+        return AugmentSpec(crop_padding=a.crop_padding, flip=a.flip, pad_mode=a.pad_mode)
+
+    def _selection(self) -> str:
+        by = self.cfg.select.by
+        if by == "auto":
+            return "robust" if self.method.train_attack is not None else "clean"
+        return by
+
+    # -- state
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "data_gen": self.data_gen.get_state(),
+            "attack_gen": self.attack_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "history": json.dumps(self.history),
+            "best": json.dumps(self.best),
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        ckpt.load_state_dict_checked(self.model, state["model"], f"{self.run_dir / ckpt.STATE_FILE} (model)")
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.data_gen.set_state(state["data_gen"])
+        self.attack_gen.set_state(state["attack_gen"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.epoch = int(state["epoch"])
+        self.history = json.loads(state["history"])
+        self.best = json.loads(state["best"])
+
+    def _checkpoint_meta(self, kind: str) -> dict[str, Any]:
+        return {**self.meta, "kind": kind, "epoch": self.epoch, "metrics": self.history[-1] if self.history else {}}
+
+    # -- evaluation used for selection
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Clean and (if a threat model is set) PGD accuracy on the validation split."""
+        was = self.model.training
+        self.model.eval()
+        out: dict[str, float] = {}
+        if len(self.val_split) == 0:
+            return out
+        correct = robust = 0
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 2)  # same attack noise every epoch
+        for x, y in batches(self.val_split, 512):
+            pred = self.model(x).argmax(1)
+            correct += int((pred == y).sum())
+            if self.select_attack is not None:
+                res = self.select_attack.run(self.model, x, y, generator=gen)
+                robust += int((~res.success & (pred == y)).sum())
+        n = len(self.val_split)
+        out["val_clean"] = correct / n
+        if self.select_attack is not None:
+            out["val_robust"] = robust / n
+        self.model.train(was)
+        return out
+
+    def _score(self, record: dict[str, Any]) -> tuple[float, ...]:
+        if self.select_by == "robust":
+            return (record.get("val_robust", 0.0), record.get("val_clean", 0.0))
+        if self.select_by == "clean":
+            return (record.get("val_clean", 0.0),)
+        return (float(record["epoch"]),)
+
+    # -- the loop
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        state_path = self.run_dir / ckpt.STATE_FILE
+        if resume and state_path.exists():
+            self._load_state(ckpt.load_state(state_path))
+            self._rewrite_metrics()
+            self._log(f"resuming {self.run_dir} after epoch {self.epoch}/{self.cfg.epochs}")
+        elif not resume and state_path.exists():
+            raise RobustlabError(f"{self.run_dir} already holds a training state; pass --resume to continue it, or choose another run directory.")
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        with TrainProgress(self.cfg.epochs, self.steps_per_epoch, disable=self.quiet) as progress:
+            while self.epoch < self.cfg.epochs:
+                record = self._train_epoch(progress)
+                self.epoch += 1
+                record["epoch"] = self.epoch
+                if self.epoch % self.cfg.select.every == 0 or self.epoch == self.cfg.epochs:
+                    record.update(self.validate())
+                for cb in self.callbacks:
+                    record.update(cb.on_epoch_end(self, self.epoch, record) or {})
+                self.history.append(record)
+                self._save(record)
+                progress.epoch_done(record, self.best)
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        assert self.best is not None
+        return TrainResult(self.run_dir, self.best["epoch"], self.best, self.history)
+
+    def _train_epoch(self, progress: TrainProgress) -> dict[str, Any]:
+        self.model.train()
+        self.method.train()
+        sums: dict[str, float] = {}
+        seen = 0
+        t0 = time.perf_counter()
+        progress.start_epoch(self.epoch)
+        for i, (x, y) in enumerate(batches(self.train_split, self.cfg.batch_size, shuffle=True, generator=self.data_gen,
+                                           augment=self.augment, device=self.device)):
+            step = self.epoch * self.steps_per_epoch + i
+            factor = lr_factor(self.cfg, step, self.steps_per_epoch)
+            for g, lr in zip(self.optimizer.param_groups, self.base_lrs):
+                g["lr"] = lr * factor
+            ctx = StepContext(self.epoch, self.cfg.epochs, step, self.steps_per_epoch, self.attack_gen)
+            loss, stats = self.method.loss(self.model, x, y, ctx)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step {i + 1} "
+                    f"(method {self.method.name}, lr {self.base_lrs[0] * factor:.3g}). Training stopped; the last good "
+                    f"checkpoint (epoch {self.epoch}) is intact in {self.run_dir}. Lower the learning rate or set train.grad_clip."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            n = x.shape[0]
+            seen += n
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * n
+            progress.step({k: v / seen for k, v in sums.items()})
+        record: dict[str, Any] = {f"train_{k}": v / max(1, seen) for k, v in sums.items()}
+        record["lr"] = self.optimizer.param_groups[0]["lr"]
+        record["time_s"] = time.perf_counter() - t0
+        return record
+
+    def _save(self, record: dict[str, Any]) -> None:
+        improved = self.best is None or ("val_clean" in record and self._score(record) > self._score(self.best))
+        if self.select_by == "last" or improved:
+            self.best = dict(record)
+            ckpt.save_model(self.run_dir / ckpt.MODEL_FILE, self.model, self._checkpoint_meta("best"))
+        ckpt.save_model(self.run_dir / ckpt.LAST_FILE, self.model, self._checkpoint_meta("last"))
+        ckpt.save_state(self.run_dir / ckpt.STATE_FILE, self._state())
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _rewrite_metrics(self) -> None:
+        (self.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
+
+    def _log(self, msg: str) -> None:
+        if not self.quiet:
+            from .ui import console
+
+            console.print(msg)
+
+
+# --- building a run from its config ---------------------------------------------------------------
+
+def build_run(cfg: RunConfig, *, data_root: str | None = None, dataset: ImageDataset | None = None):
+    """(dataset, model, method, callbacks) for a run config; raises on any bad name or option."""
+    from . import data, methods, models
+
+    ds = dataset if dataset is not None else data.load(cfg.dataset.name, root=data_root, **cfg.dataset.options)
+    model = models.for_dataset(cfg.model.name, ds, **cfg.model.options)
+    threat = cfg.threat_model
+    method = methods.create(cfg.method.name, threat=threat, **cfg.method.options)
+    callbacks = [CALLBACKS.create(c.name, **c.options) for c in cfg.callbacks]
+    return ds, model, method, callbacks
+
+
+def run_meta(cfg: RunConfig, ds: ImageDataset) -> dict[str, Any]:
+    return {
+        "dataset": {"name": cfg.dataset.name, "options": cfg.dataset.options, "class_names": ds.class_names},
+        "threat": str(cfg.threat_model),
+        "method": {"name": cfg.method.name, "options": cfg.method.options},
+        "config_fingerprint": cfg.fingerprint(),
+    }
+
+
+def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_root: str | None = None,
+              dataset: ImageDataset | None = None, quiet: bool = False, device: str | None = None) -> TrainResult:
+    """Train one run from its config into `run_dir` (resuming from its state when `resume`)."""
+    run_dir = Path(run_dir)
+    ds, model, method, callbacks = build_run(cfg, data_root=data_root, dataset=dataset)
+    config_path = run_dir / "config.yaml"
+    if resume and config_path.exists():
+        from .config import load_yaml, make_run_config
+
+        old = make_run_config(load_yaml(config_path), str(config_path))
+        if old.fingerprint() != cfg.fingerprint():
+            raise RobustlabError(f"{run_dir}: the config differs from the one this run was started with; "
+                                 f"resume with the same config, or train into a new run directory.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(dump_yaml(cfg.model_dump(mode="json")))
+    trainer = Trainer(model, method, ds, cfg.train, run_dir, threat=cfg.threat_model, callbacks=callbacks,
+                      meta=run_meta(cfg, ds), device=resolve_device(device or cfg.device), quiet=quiet)
+    return trainer.fit(resume=resume)
+
+
+__all__ = ["CALLBACKS", "Callback", "TrainResult", "Trainer", "build_run", "lr_factor", "make_optimizer", "train_run"]
