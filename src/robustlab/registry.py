@@ -123,3 +123,16 @@ def check_range(name: str, value: float, lo: float | None = None, hi: float | No
         hi_s = "" if hi is None else f"<= {hi}"
         allowed = " and ".join(s for s in (lo_s, hi_s) if s)
         raise RobustlabError(f"{name}={value!r} is out of range; allowed: {allowed}.")
+
+
+def import_submodules(package: str, path: list[str]) -> None:
+    """Import every module of a package so that its registrations run (one file per entry, no list to edit).
+
+    Modules keep heavy optional imports inside functions, so this stays cheap.
+    """
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(path), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")

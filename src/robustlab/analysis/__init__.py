@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..data import ImageDataset
-from ..registry import Registry
+from ..registry import Registry, import_submodules
 from ..threat import ThreatModel
 
 
@@ -39,5 +39,7 @@ class AnalysisContext:
 
 
 ANALYSES: Registry[Callable[..., dict[str, Any]]] = Registry("analysis")
+
+import_submodules(__name__, __path__)  # every analysis module registers itself
 
 __all__ = ["ANALYSES", "AnalysisContext"]

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from ..errors import RobustlabError
-from ..registry import Registry
+from ..registry import Registry, import_submodules
 from ..threat import ThreatModel
 from .base import Attack, AttackResult, check_logits, model_untouched
 from .pgd import FGSM, PGD
@@ -30,6 +30,8 @@ def cw(threat: ThreatModel, steps: int = 10, step: float | None = None, random_s
 
 
 PROGRAMMATIC = ("seed", "mode", "num_classes")
+
+import_submodules(__name__, __path__)  # further attack families register themselves in ATTACKS
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:

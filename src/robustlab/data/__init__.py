@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import digits  # noqa: F401  (registers)
-from . import cifar, idx, imagefolder, npz, svhn  # noqa: F401  (register the file-format loaders)
 from .base import AugmentSpec, ImageDataset, Split, check_images, check_labels, data_root
 from .loader import batches, num_batches
 from .registry import DATASETS
+from ..registry import import_submodules
+
+import_submodules(__name__, __path__)  # every loader module registers itself
 
 
 def load(name: str, root: Any = None, **options: Any) -> ImageDataset:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import alp, pgd_at, standard, trades  # noqa: F401  (register)
 from .base import Method, StepContext, accuracy
 from .registry import METHODS
+from ..registry import import_submodules
+
+import_submodules(__name__, __path__)  # every module registers itself
 
 
 def create(name: str, threat: Any = None, **options: Any) -> Method:

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import RobustlabError
-from . import lenet, resnet, simple, vgg  # noqa: F401  (registers)
 from .base import GlobalPool, ImageClassifier, Normalize
 from .registry import MODELS
+from ..registry import import_submodules
+
+import_submodules(__name__, __path__)  # every module registers itself
 
 MIN_SIZE = 8
 

@@ -1,6 +1,12 @@
-"""Reports: sections (markdown + figures) assembled by `robustlab study`."""
+"""Reports: sections (markdown + figures) assembled by `robustlab study`.
 
+Each paper's section lives in its own module here and registers itself in SECTIONS.
+"""
+
+from ..registry import import_submodules
 from .context import RunRecord, StudyContext
 from .sections import SECTIONS
+
+import_submodules(__name__, __path__)
 
 __all__ = ["SECTIONS", "RunRecord", "StudyContext"]

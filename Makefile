@@ -1,0 +1,32 @@
+# The two commands of the README:  `make study`  and  `make test`.
+# Both create .venv on first use (torch==2.13.0 first, so pip keeps the local CPU build).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup study test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+study: $(STAMP)             ## train, evaluate and report the default digits study
+	$(BIN)/robustlab study configs/digits.yaml
+
+test: $(STAMP)              ## the default test suite (slow studies excluded)
+	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)         ## the slow studies and end-to-end reproductions
+	$(BIN)/python -m pytest -m slow
+
+bench: $(STAMP)             ## speed benchmarks (ratios, printed)
+	for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
