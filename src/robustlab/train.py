@@ -317,7 +317,7 @@ class Trainer:
 
 def build_run(cfg: RunConfig, *, data_root: str | None = None, dataset: ImageDataset | None = None):
     """(dataset, model, method, callbacks) for a run config; raises on any bad name or option."""
-    from . import data, methods, models
+    from . import analysis, data, methods, models  # noqa: F401  (analysis modules register their callbacks)
 
     ds = dataset if dataset is not None else data.load(cfg.dataset.name, root=data_root, **cfg.dataset.options)
     model = models.for_dataset(cfg.model.name, ds, **cfg.model.options)
