@@ -238,6 +238,7 @@ class Trainer:
             self._log(f"resuming {self.run_dir} after epoch {self.epoch}/{self.cfg.epochs}")
         elif not resume and state_path.exists():
             raise RobustlabError(f"{self.run_dir} already holds a training state; pass --resume to continue it, or choose another run directory.")
+        self.method.setup(self)
         for cb in self.callbacks:
             cb.on_train_start(self)
         with TrainProgress(self.cfg.epochs, self.steps_per_epoch, disable=self.quiet) as progress:

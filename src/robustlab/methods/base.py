@@ -47,6 +47,10 @@ class Method(nn.Module):
         self.threat = ThreatModel.parse(threat) if threat is not None else None
         self.train_attack: PGD | None = None
 
+    def setup(self, trainer) -> None:
+        """Called by the Trainer once before the first step (also on resume), e.g. to read the dataset's
+        class names or prepare a frozen auxiliary model. The default does nothing."""
+
     def describe(self) -> str:
         """One line: the objective and the attack it trains with."""
         return f"{self.name}: " + (repr(self.train_attack) if self.train_attack is not None else "no training attack")
