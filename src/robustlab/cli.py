@@ -84,28 +84,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import RUN_KEYS, load_study, load_yaml, make_run_config, parse_override, set_path, study_runs
+    from .config import RunConfig, deep_merge, load_study, load_yaml, make_run_config, parse_override, set_path, study_runs
     from .train import train_run
 
     if args.config and args.run:
-        runs = {label: cfg for label, _, cfg in study_runs(load_study(args.config, args.set))}
+        runs = {label: cfg for label, _, cfg in study_runs(load_study(args.config))}
         if args.run not in runs:
             raise RobustlabError(f"--run {args.run!r}: no such run in {args.config}; runs: {', '.join(runs)}.")
-        cfg = runs[args.run]
-        data = cfg.model_dump(mode="json")
+        data = runs[args.run].model_dump(mode="json")
     else:
-        data = load_yaml(args.config) if args.config else {}
-        if args.config and "runs" in data:
-            raise RobustlabError(f"{args.config} is a study config; pick one run with --run LABEL.")
-        for text in args.set:
-            keys, value = parse_override(text)
-            set_path(data, keys, value)
-    for key, value in (("dataset", args.dataset), ("model", args.model), ("method", args.method), ("threat", args.threat)):
-        if value is not None:
-            data[key] = value
+        data = RunConfig().model_dump(mode="json")  # defaults, so --set can reach any key
+        if args.config:
+            file = load_yaml(args.config)
+            if "runs" in file:
+                raise RobustlabError(f"{args.config} is a study config; pick one run with --run LABEL.")
+            data = deep_merge(data, file)
+    cli = {k: v for k, v in (("dataset", args.dataset), ("model", args.model), ("method", args.method), ("threat", args.threat)) if v is not None}
     if args.epochs is not None:
-        data.setdefault("train", {})["epochs"] = args.epochs
-    cfg = make_run_config({k: v for k, v in data.items() if k in RUN_KEYS} | {k: v for k, v in data.items() if k not in RUN_KEYS})
+        cli["train"] = {"epochs": args.epochs}
+    data = deep_merge(data, cli)
+    for text in args.set:
+        keys, value = parse_override(text)
+        set_path(data, keys, value)
+    cfg = make_run_config(data)
     out = Path(args.out) if args.out else Path("runs/train") / f"{cfg.dataset.name}-{cfg.model.name}-{cfg.method.name}"
     result = train_run(cfg, out, resume=args.resume, data_root=args.data_root, quiet=args.quiet, device=args.device)
     print(f"trained {out}: selected epoch {result.best_epoch}, " + ", ".join(

@@ -238,6 +238,8 @@ class Trainer:
             self._log(f"resuming {self.run_dir} after epoch {self.epoch}/{self.cfg.epochs}")
         elif not resume and state_path.exists():
             raise RobustlabError(f"{self.run_dir} already holds a training state; pass --resume to continue it, or choose another run directory.")
+        else:
+            torch.manual_seed(self.cfg.seed + 3)  # layers that draw from the global RNG (dropout); saved for resume
         self.method.setup(self)
         for cb in self.callbacks:
             cb.on_train_start(self)
@@ -321,9 +323,10 @@ def build_run(cfg: RunConfig, *, data_root: str | None = None, dataset: ImageDat
     from . import analysis, data, methods, models  # noqa: F401  (analysis modules register their callbacks)
 
     ds = dataset if dataset is not None else data.load(cfg.dataset.name, root=data_root, **cfg.dataset.options)
-    model = models.for_dataset(cfg.model.name, ds, **cfg.model.options)
-    threat = cfg.threat_model
-    method = methods.create(cfg.method.name, threat=threat, **cfg.method.options)
+    with torch.random.fork_rng(devices=[]):  # initial weights follow the run's seed; the caller's RNG is untouched
+        torch.manual_seed(cfg.train.seed)
+        model = models.for_dataset(cfg.model.name, ds, **cfg.model.options)
+        method = methods.create(cfg.method.name, threat=cfg.threat_model, **cfg.method.options)
     callbacks = [CALLBACKS.create(c.name, **c.options) for c in cfg.callbacks]
     return ds, model, method, callbacks
 

@@ -7,7 +7,7 @@ optionally followed by `-<steps>` ("fgsm", "pgd-10", "cw-100"). `cw` is PGD with
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import RobustlabError
 from ..registry import Registry, import_submodules
@@ -21,10 +21,11 @@ ATTACKS.register("pgd")(PGD)
 
 
 @ATTACKS.register("cw")
-def cw(threat: ThreatModel, steps: int = 10, step: float | None = None, random_start: str = "uniform",
-       restarts: int = 1, kappa: float = 50.0, **kw: Any) -> PGD:
+def cw(threat: ThreatModel, steps: int = 10, step: float | None = None, random_start: Literal["uniform", "normal", "none"] = "uniform",
+       restarts: int = 1, targeted: bool = False, keep_best: bool = True, kappa: float = 50.0, **kw: Any) -> PGD:
     """PGD with the CW margin loss (the papers' `CW-k`)."""
-    attack = PGD(threat, steps=steps, step=step, loss="cw", random_start=random_start, restarts=restarts, kappa=kappa, **kw)  # type: ignore[arg-type]
+    attack = PGD(threat, steps=steps, step=step, loss="cw", random_start=random_start, restarts=restarts, targeted=targeted,
+                 keep_best=keep_best, kappa=kappa, **kw)
     attack.name = "cw"
     return attack
 
