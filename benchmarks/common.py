@@ -1,0 +1,35 @@
+"""Timing helpers for the benchmarks: medians of repeated runs, ratios in the same process."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of `fn()` in seconds over `repeats` runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def machine() -> str:
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
+    return f"{dev}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def input_grad_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The bare cost an attack step cannot avoid: forward, CE loss, backward to the input."""
+    x = x.detach().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(model(x), y, reduction="sum")
+    (g,) = torch.autograd.grad(loss, x)
+    return g

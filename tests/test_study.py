@@ -1,0 +1,50 @@
+"""Studies: report, reuse of finished runs, resume of interrupted ones, stale runs moved aside."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from robustlab.study import run_study
+
+MINI = """
+name: mini
+dataset: digits
+model: {name: small_cnn, width: 8, hidden: 32}
+threat: linf:0.2
+train: {epochs: 2, batch_size: 128}
+eval: {suite: quick, max_samples: 60}
+runs:
+  - method: standard
+  - method: {name: trades, attack_steps: 2}
+"""
+
+
+def test_mini_study_writes_report_and_reuses_runs(tmp_path):
+    cfg = tmp_path / "mini.yaml"
+    cfg.write_text(MINI)
+    report = run_study(cfg, out_root=tmp_path / "runs", quiet=True)
+    text = report.read_text()
+    assert "| standard |" in text and "| trades |" in text and "worst case" in text
+    for fig in ("robustness_main.png", "training_curves_main.png"):
+        assert (report.parent / "figures" / fig).stat().st_size > 10_000
+    weights = (tmp_path / "runs/mini/trades/model.safetensors").read_bytes()
+    run_study(cfg, out_root=tmp_path / "runs", quiet=True)  # second invocation: everything reused
+    assert (tmp_path / "runs/mini/trades/model.safetensors").read_bytes() == weights
+    assert "2 reused" in report.read_text()
+    # a changed config: the old run directory is moved aside, not deleted
+    cfg.write_text(MINI.replace("epochs: 2", "epochs: 1"))
+    run_study(cfg, out_root=tmp_path / "runs", quiet=True, only=["standard"])
+    assert (tmp_path / "runs/mini/standard.stale-1/model.safetensors").exists()
+    assert json.loads((tmp_path / "runs/mini/standard/model.json").read_text())["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_default_digits_study_meets_its_bands(tmp_path):
+    """`make study`: standard clean ≥ 95% and worst case ≤ 10%; robust methods ≥ 30 points above it."""
+    report = run_study(Path(__file__).parents[1] / "configs/digits.yaml", out_root=tmp_path, quiet=True)
+    evals = {d.name: json.loads((d / "eval.json").read_text()) for d in report.parent.iterdir() if (d / "eval.json").exists()}
+    std = evals["standard"]
+    assert std["clean"] >= 0.95 and std["worst_case"] <= 0.10
+    for m in ("pgd_at", "trades", "alp"):
+        assert evals[m]["worst_case"] >= std["worst_case"] + 0.30, (m, evals[m]["worst_case"])
