@@ -1,0 +1,102 @@
+"""torch.distributed plumbing: one `World` object instead of global state.
+
+`robustlab train` and `robustlab eval` run under `torchrun --nproc_per_node N -m robustlab ...`:
+`World.from_env()` reads RANK / WORLD_SIZE / LOCAL_RANK, joins the process group (NCCL on CUDA,
+Gloo on CPU) and picks the rank's device. A single process is a World of size 1 and every helper
+below is then a no-op, so the same code path serves both.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .errors import RobustlabError
+
+TIMEOUT = datetime.timedelta(minutes=float(os.environ.get("ROBUSTLAB_DIST_TIMEOUT_MIN", "30")))
+
+
+@dataclass
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @classmethod
+    def from_env(cls, device: str = "auto") -> tuple["World", torch.device]:
+        """Join the process group torchrun set up (if any); returns (world, this rank's device)."""
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        if size <= 1:
+            from .train import resolve_device
+
+            return cls(), resolve_device(device)
+        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = device != "cpu" and torch.cuda.is_available()
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise RobustlabError(f"device={device!r} but CUDA is not available on this machine; use device=cpu.")
+        dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+        if use_cuda:
+            torch.cuda.set_device(dev)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if use_cuda else "gloo", timeout=TIMEOUT)
+        return cls(rank, size, local), dev
+
+    # -- collectives (no-ops for a single process)
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.distributed:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def all_true(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank iff `flag` is true on every rank (so all ranks take the same branch)."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item() > 0)
+
+    def gather_cat(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's 1-d tensor (of possibly different lengths), on every rank, in rank order."""
+        if not self.distributed:
+            return [t]
+        n = torch.tensor([t.numel()], device=t.device)
+        sizes = [torch.zeros_like(n) for _ in range(self.size)]
+        dist.all_gather(sizes, n)
+        longest = int(max(s.item() for s in sizes))
+        padded = torch.zeros(longest, dtype=t.dtype, device=t.device)
+        padded[: t.numel()] = t
+        out = [torch.zeros_like(padded) for _ in range(self.size)]
+        dist.all_gather(out, padded)
+        return [o[: int(s.item())] for o, s in zip(out, sizes)]
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def mine(self, index: int) -> bool:
+        """Round-robin ownership: does this rank own item `index` (a batch, a shard)?"""
+        return index % self.size == self.rank
+
+    def shard(self, x: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous part of a global batch (parts differ in size by at most one)."""
+        return torch.tensor_split(x, self.size)[self.rank] if self.distributed else x
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel (or compiled) wrapper."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
