@@ -123,3 +123,16 @@ def test_fgsm_at_uses_fgsm_or_random_start_fgsm():
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and not torch.allclose(x_adv, plain.adversarial(model, x, y, ctx))
     loss, _ = plain.loss(model.train(), x, y, ctx)
     assert torch.isfinite(loss)
+
+
+def test_cifar10_config_builds_every_method():
+    from robustlab.config import load_study, study_runs
+
+    runs = study_runs(load_study("configs/scarl_cifar10.yaml"))
+    assert [label for label, _, _ in runs] == ["standard", "pgd_at", "trades", "fgsm_at", "scarl"]
+    for _, _, cfg in runs:
+        assert cfg.model.name == "preact_resnet18" and cfg.train.epochs == 200
+        method = methods.create(cfg.method.name, threat=cfg.threat_model, **cfg.method.options)
+        assert method.train_attack is None or method.train_attack.threat.eps == pytest.approx(8 / 255)
+    scarl = methods.create("scarl", threat="linf:8/255", **runs[-1][2].method.options)
+    assert scarl.vectors == "glove:glove.6B.50d.txt" and scarl.train_attack.step == pytest.approx(2 / 255)

@@ -10,7 +10,8 @@ reduced to its top `dim` principal components (default 5; the word side also to 
 ≤ K − 1 after centring), and/or the covariances get a ridge `reg` · (mean variance) · I.
 Note: with `dim` ≥ K − 1 the word side spans the same space as one-hot labels (for full-rank word
 vectors), so the canonical correlations then measure linear class separability, not word semantics;
-a small `dim` keeps only the leading directions of the word-vector geometry.
+a small `dim` keeps only the leading directions of the word-vector geometry. The `controls` repeat the
+CCA with random class vectors: the part of the correlation that the word semantics do not explain.
 """
 
 from __future__ import annotations
@@ -92,11 +93,13 @@ def adversarial(ctx: AnalysisContext, x: torch.Tensor, y: torch.Tensor, attack: 
 
 @ANALYSES.register("cca")
 def cca_analysis(ctx: AnalysisContext, vectors: str | None = None, n: int = 500, dim: int = 5, reg: float = 0.0,
-                 attack: str = "pgd-20", split: str = "test", figure: bool = True) -> dict[str, Any]:
+                 attack: str = "pgd-20", split: str = "test", controls: int = 5, figure: bool = True) -> dict[str, Any]:
     """CCA of forward_features vs class word vectors for `n` seeded natural and PGD images (paper Fig. 1).
 
     vectors: word-vector source (default: the run's scarl vectors, else minilm); dim: PCA components per view
-    (0 = no reduction); reg: ridge on the covariances; attack: the attack spec at the run's threat model.
+    (0 = no reduction); reg: ridge on the covariances; attack: the attack spec at the run's threat model;
+    controls: number of draws of random Gaussian class vectors (same shape, seeded) whose mean first canonical
+    correlation is the control: what CCA gives for class labels without word semantics.
     """
     from ..semantic import class_vectors
 
@@ -107,14 +110,18 @@ def cca_analysis(ctx: AnalysisContext, vectors: str | None = None, n: int = 500,
     x_adv = adversarial(ctx, x, y, attack)
     out: dict[str, Any] = {"vectors": spec, "n": len(y), "dim": dim, "reg": reg, "attack": attack, "split": split,
                            "threat": str(ctx.threat), "seed": ctx.seed}
+    rng = np.random.default_rng(ctx.seed)
+    random_words = [rng.normal(size=words.shape) for _ in range(controls)]
+    labels = y.cpu().numpy()
     results = {}
     for setting, images in (("natural", x), ("adversarial", x_adv)):
         z = features(ctx.model, images)
         acc = float((ctx.model.forward_head(z.to(ctx.device)).argmax(1) == y).float().mean())
-        res = cca(z.numpy(), words[y.cpu().numpy()], dim=dim or None, reg=reg)
+        res = cca(z.numpy(), words[labels], dim=dim or None, reg=reg)
         results[setting] = res
+        control = [cca(z.numpy(), w[labels], dim=dim or None, reg=reg).correlations[0] for w in random_words]
         out[setting] = {"correlations": [float(c) for c in res.correlations], "first": float(res.correlations[0]),
-                        "accuracy": acc}
+                        "control_first": float(np.mean(control)) if control else None, "accuracy": acc}
     if figure:
         out["figure"] = str(_scatter(results, y.cpu().numpy(), ctx.figure_path("cca.png"), ctx.dataset.class_names))
     return out

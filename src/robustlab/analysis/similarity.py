@@ -54,8 +54,12 @@ def heatmaps(matrices: dict[str, np.ndarray], labels: list[str], path: Path, *, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(matrices), figsize=(3.3 * len(matrices), 3.3), squeeze=False)
-    for ax, (name, m) in zip(axes[0], matrices.items()):
+    cols = min(3, len(matrices))
+    rows = -(-len(matrices) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.5 * cols, 3.3 * rows), squeeze=False)
+    for ax in axes.flat[len(matrices):]:
+        ax.axis("off")
+    for ax, (name, m) in zip(axes.flat, matrices.items()):
         shown = np.array(m, dtype=float)
         np.fill_diagonal(shown, np.nan)  # the diagonal is 1 everywhere; leaving it out keeps the contrast
         im = ax.imshow(shown, vmin=np.nanmin(shown), vmax=np.nanmax(shown), cmap="viridis")
