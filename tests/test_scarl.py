@@ -136,3 +136,33 @@ def test_cifar10_config_builds_every_method():
         assert method.train_attack is None or method.train_attack.threat.eps == pytest.approx(8 / 255)
     scarl = methods.create("scarl", threat="linf:8/255", **runs[-1][2].method.options)
     assert scarl.vectors == "glove:glove.6B.50d.txt" and scarl.train_attack.step == pytest.approx(2 / 255)
+
+
+def test_interrupted_scarl_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from robustlab import checkpoint, data, train
+    from robustlab.config import make_run_config
+
+    ds = data.load("digits")
+    ds.train = ds.train.head(256)
+    cfg = make_run_config({"model": {"name": "small_cnn", "width": 4, "hidden": 16}, "threat": "linf:0.2",
+                           "method": {"name": "scarl", "vectors": _vectors_file(tmp_path), "attack_steps": 2},
+                           "train": {"epochs": 2, "batch_size": 64, "select": {"by": "last", "attack": "pgd-2", "max_samples": 64}}})
+    torch.manual_seed(0)
+    train.train_run(cfg, tmp_path / "straight", dataset=ds, quiet=True, device="cpu")
+    original = train.Trainer._train_epoch
+
+    def crash_in_second_epoch(self, progress):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, progress)
+
+    torch.manual_seed(0)
+    monkeypatch.setattr(train.Trainer, "_train_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_run(cfg, tmp_path / "resumed", dataset=ds, quiet=True, device="cpu")
+    monkeypatch.setattr(train.Trainer, "_train_epoch", original)
+    train.train_run(cfg, tmp_path / "resumed", dataset=ds, resume=True, quiet=True, device="cpu")
+    a, b = (checkpoint.load_weights(tmp_path / run / "last") for run in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state = checkpoint.load_state(tmp_path / "resumed" / checkpoint.STATE_FILE)["method"]
+    assert state["bank"].shape == (10, 64) and state["image_head.0.weight"].shape == (64, 16)

@@ -153,6 +153,8 @@ class SCARL(Method):
         self.temperature, self.mi_c, self.ramp_rate = temperature, mi_c, ramp_rate
         self.structure_weight, self.distance_weight, self.angle_weight = structure_weight, distance_weight, angle_weight
         self.proj_hidden = proj_hidden
+        # input widths are known only in `setup`, but the Trainer builds its optimizer from method.parameters()
+        # before that: lazy first layers (same Parameter objects once materialised)
         self.image_head = projection_head(proj_hidden, proj_dim)
         self.text_head = projection_head(proj_hidden, proj_dim)
         self.register_buffer("bank", torch.empty(0, proj_dim))  # K×proj_dim, sized in `prepare` or by a loaded state
