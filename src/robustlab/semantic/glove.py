@@ -34,6 +34,8 @@ def read_glove(path: str | Path, words: set[str]) -> dict[str, np.ndarray]:
     dim = None
     with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
+            if dim is not None and line[: line.find(" ")] not in words:
+                continue  # the needed words hold no spaces, so their lines start with "word "
             parts = line.rstrip("\n").rstrip(" ").split(" ")
             if dim is None:
                 if len(parts) == 2 and all(p.isdigit() for p in parts):
