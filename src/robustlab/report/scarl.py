@@ -88,8 +88,8 @@ def scarl_section(ctx: StudyContext, models: list[str] = ("standard", "fgsm_at",
         diff = 100 * (worst[scarl.label] - worst["trades"])
         clean_diff = 100 * (scarl.eval.clean - ctx.run("trades").eval.clean)
         lines += [f"SCARL vs TRADES (same KL attack in training): worst-case accuracy {diff:+.2f} points, clean {clean_diff:+.2f} "
-                  f"points ({'better' if diff > 0 else 'not better'} in worst case on this run; one seed, so differences of a "
-                  "point or two are within noise).", ""]
+                  "points. One run per method: a difference smaller than the run-to-run spread is no evidence either way "
+                  "(docs/scarl.md gives the spread we measured on digits).", ""]
 
     opts = {"vectors": spec, "n": n, "dim": dim, "reg": reg, "attack": attack}
     cca = {r.label: _analysis(ctx, r, "cca", **opts) for r in records}
