@@ -168,10 +168,13 @@ def test_paper_attack_settings():
 def test_digits_study_has_the_aalp_runs_and_section():
     study = load_study(ROOT / "configs" / "digits.yaml")
     runs = {label: (group, cfg) for label, group, cfg in study_runs(study)}
-    for label in ("aalp", "aalp_gd", "aalp_sw", "standard_gd", "pgd_at_gd"):
-        assert runs[label][0] == "aalp"
-        assert runs[label][1].train == runs["alp"][1].train  # the same training budget as the main rows
-    assert runs["standard_gd"][1].method.options == {"guided_dropout": True}
+    block = {label: cfg for label, (group, cfg) in runs.items() if group == "aalp"}
+    methods = sorted((cfg.method.name, cfg.method.options.get("guided_dropout", False)) for cfg in block.values())
+    assert methods == [("aalp", False), ("aalp_gd", False), ("aalp_sw", False), ("alp", False), ("pgd_at", False),
+                       ("pgd_at", True), ("standard", False), ("standard", True)]
+    for cfg in block.values():  # one model for the whole block, the main rows' training budget and evaluation
+        assert cfg.model == block["aalp"].model and cfg.train == runs["alp"][1].train and cfg.eval == runs["alp"][1].eval
+    assert block["aalp"].method.options["alpha"] == runs["alp"][1].method.options.get("lam", 0.5)
     assert "aalp" in study.sections
 
 
@@ -191,14 +194,14 @@ def tiny_study(tmp_path_factory):
     config.write_text(cfg)
     sets = [f"dataset={{name: npz, path: {tmp / 'tiny.npz'}}}", "model={name: small_cnn, width: 4, hidden: 32}",
             "train.epochs=2", "train.batch_size=64", "eval.suite=[fgsm, pgd-10, cw-10]", "eval.batch_size=100"]
-    runs = "standard,pgd_at,alp,aalp,aalp_gd,aalp_sw,standard_gd,pgd_at_gd"
+    runs = "standard_ref,standard_gd,pgd_at_ref,pgd_at_gd,alp_ref,aalp_gd,aalp_sw,aalp"
     report = run_study(config, overrides=sets, out_root=tmp / "runs", quiet=True, only=runs.split(","))
     return report, runs.split(",")
 
 
 def test_alp_by_set_callback_writes_the_per_epoch_curves(tiny_study):
     report, _ = tiny_study
-    for label in ("alp", "aalp"):
+    for label in ("alp_ref", "aalp"):
         res = json.loads((report.parent / label / "analysis" / "alp_loss_by_set.json").read_text())
         assert res["epochs"] == [1, 2] and res["split"] == "val"
         assert sum(res["counts"].values()) <= res["n"]
@@ -215,7 +218,7 @@ def test_aalp_section_tables_figures_and_claims(tiny_study):
                     "Feature contribution", "Comparison with the paper's claims"):
         assert heading in text
     assert "AutoAttack: not available" in text
-    assert "| alp → aalp_gd |" in text and "| pgd_at → pgd_at_gd |" in text
+    assert "| alp_ref → aalp_gd |" in text and "| pgd_at_ref → pgd_at_gd |" in text
     for fig in ("aalp_consistency_scatter", "aalp_alp_loss_by_set", "aalp_contribution_clean", "aalp_contribution_adv", "aalp_gradcam"):
         assert f"figures/{fig}.png" in text and (report.parent / "figures" / f"{fig}.png").stat().st_size > 5000
 

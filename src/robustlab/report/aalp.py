@@ -92,7 +92,7 @@ class _Runs:
 
 
 @SECTIONS.register("aalp")
-def aalp_section(ctx: StudyContext, groups: tuple[str, ...] = ("main", "aalp"), analysis_attack: str | dict = "pgd-10",
+def aalp_section(ctx: StudyContext, groups: tuple[str, ...] = ("aalp",), analysis_attack: str | dict = "pgd-10",
                  analysis_n: int | None = None, gradcam_n: int = 8) -> str:
     """AALP tables, figures and claims. `analysis_attack` makes the adversarial examples of the analyses
     (sets, contribution, Grad-CAM) on the first `analysis_n` test points (all by default)."""
