@@ -21,12 +21,7 @@ from robustlab.methods.guided_dropout import (contribution_scores, feature_gradi
 THREAT = "linf:0.2"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def small_model(name: str = "small_cnn", seed: int = 0, **kw):

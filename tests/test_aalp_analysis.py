@@ -26,12 +26,7 @@ from robustlab.train import build_run
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def model(name="small_cnn", size=8, channels=1, seed=0, **kw):
@@ -172,8 +167,8 @@ def test_digits_study_has_the_aalp_runs_and_section():
     methods = sorted((cfg.method.name, cfg.method.options.get("guided_dropout", False)) for cfg in block.values())
     assert methods == [("aalp", False), ("aalp_gd", False), ("aalp_sw", False), ("alp", False), ("pgd_at", False),
                        ("pgd_at", True), ("standard", False), ("standard", True)]
-    for cfg in block.values():  # one model for the whole block, the main rows' training budget and evaluation
-        assert cfg.model == block["aalp"].model and cfg.train == runs["alp"][1].train and cfg.eval == runs["alp"][1].eval
+    for cfg in block.values():  # one model, training budget and evaluation for the whole block
+        assert cfg.model == block["aalp"].model and cfg.train == block["aalp"].train and cfg.eval == runs["alp"][1].eval
     assert block["aalp"].method.options["alpha"] == runs["alp"][1].method.options.get("lam", 0.5)
     assert "aalp" in study.sections
 

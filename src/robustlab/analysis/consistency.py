@@ -33,6 +33,7 @@ from ..methods.aalp import ground_truth_probability
 from ..methods.alp import logit_pairing
 from ..train import CALLBACKS, Callback
 from . import ANALYSES, AnalysisContext
+from ._figures import pyplot, save_figure
 
 SETS = ("consistent", "inconsistent", "clean_wrong")
 
@@ -80,21 +81,12 @@ def set_statistics(out: dict[str, np.ndarray]) -> dict[str, dict[str, float | in
     return stats
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 SET_COLORS = {"consistent": "tab:blue", "inconsistent": "tab:red", "clean_wrong": "0.6"}
 
 
 def plot_confidence_scatter(panels: dict[str, dict[str, np.ndarray]], path: Path) -> None:
     """Fig. 11: one panel per model, clean (x) vs adversarial (y) ground-truth confidence, coloured by set."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.5), squeeze=False)
     for ax, (name, out) in zip(axes[0], panels.items()):
         labels = set_labels(np.asarray(out["clean_correct"]), np.asarray(out["adv_correct"]))
@@ -109,15 +101,12 @@ def plot_confidence_scatter(panels: dict[str, dict[str, np.ndarray]], path: Path
         ax.set_ylabel("adversarial ground-truth confidence")
         ax.set_title(name, fontsize=10)
         ax.legend(fontsize=7, loc="upper left", frameon=True, markerscale=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_alp_by_set(curves: dict[str, dict[str, Any]], path: Path) -> None:
     """Fig. 4: one panel per run, the average ALP loss of the Consistent and Inconsistent sets per epoch."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(3.9 * len(curves), 3.3), squeeze=False)
     for ax, (name, c) in zip(axes[0], curves.items()):
         for s in ("consistent", "inconsistent"):
@@ -128,10 +117,7 @@ def plot_alp_by_set(curves: dict[str, dict[str, Any]], path: Path) -> None:
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 @ANALYSES.register("consistency")

@@ -22,6 +22,7 @@ from ..data import Split, batches
 from ..methods.guided_dropout import feature_gradient
 from ..threat import ThreatModel
 from . import ANALYSES, AnalysisContext
+from ._figures import pyplot, save_figure
 
 
 def feature_contribution(model: nn.Module, split: Split, *, batch_size: int = 500) -> torch.Tensor:
@@ -61,11 +62,7 @@ def high_contribution_counts(contributions: dict[str, np.ndarray], quantile: flo
 
 def plot_histograms(contributions: dict[str, np.ndarray], path: Path, *, bins: int = 30, title: str = "") -> None:
     """Overlaid step histograms of C (fraction of units per bin), one per model, on shared bins."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     edges = np.linspace(0.0, max(float(c.max()) for c in contributions.values()), bins + 1)
     fig, ax = plt.subplots(figsize=(5.6, 3.4))
     colors = plt.get_cmap("tab10").colors
@@ -78,10 +75,7 @@ def plot_histograms(contributions: dict[str, np.ndarray], path: Path, *, bins: i
     ax.legend(fontsize=8, frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 @ANALYSES.register("feature_contribution")

@@ -22,6 +22,7 @@ from ..data import Split
 from ..errors import RobustlabError
 from ..threat import ThreatModel
 from . import ANALYSES, AnalysisContext
+from ._figures import pyplot, save_figure
 from .contribution import adversarial_split
 
 
@@ -67,11 +68,7 @@ def adversarial_cams(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat:
 def plot_gradcam_grid(x: torch.Tensor, y: torch.Tensor, rows: dict[str, dict[str, torch.Tensor]], path: Path) -> None:
     """Row 0: the clean images; then one row per model: its adversarial image with its Grad-CAM overlaid,
     titled with the model's prediction on it (green = still correct, red = fooled)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = x.shape[0]
     names = list(rows)
     fig, axes = plt.subplots(1 + len(names), n, figsize=(1.15 * n + 1.2, 1.2 * (1 + len(names))), squeeze=False)
@@ -94,10 +91,7 @@ def plot_gradcam_grid(x: torch.Tensor, y: torch.Tensor, rows: dict[str, dict[str
             ax.set_xticks([])
             ax.set_yticks([])
         ax_row[0].set_ylabel("clean" if i == 0 else names[i - 1], fontsize=8, rotation=0, ha="right", va="center")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 @ANALYSES.register("gradcam")

@@ -21,6 +21,7 @@ from ..analysis.contribution import adversarial_split, feature_contribution, hig
 from ..analysis.gradcam import active_area, adversarial_cams, plot_gradcam_grid
 from ..attacks import build as build_attack
 from ..evaluate import markdown_table
+from ..methods import METHODS
 from .context import RunRecord, StudyContext
 from .sections import SECTIONS
 
@@ -43,39 +44,56 @@ def _num(v: float | None, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}g}"
 
 
+def _component(name: str, options: dict[str, Any]) -> str:
+    return f"{name}({', '.join(f'{k}={v}' for k, v in options.items())})" if options else name
+
+
 def _key(prefix: str, *parts: Any) -> str:
     return prefix + "_" + hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def _se(p1: float, p2: float, n: int) -> float:
-    """Standard error (accuracy points) of the difference of two accuracies on n points each."""
-    return 100 * math.sqrt(max(p1 * (1 - p1) + p2 * (1 - p2), 1e-12) / max(n, 1))
-
-
 def _compare(delta: float, se: float) -> str:
-    if abs(delta) < 2 * se:
+    if abs(delta) <= 2 * se:
         return f"{delta:+.1f} pts, within noise (2 SE = {2 * se:.1f})"
     return f"{delta:+.1f} pts ({'higher' if delta > 0 else 'lower'}; 2 SE = {2 * se:.1f})"
 
 
+def _paired(a: np.ndarray, b: np.ndarray) -> str:
+    """mean(b) − mean(a) in points for 0/1 outcomes on the same points, with the paired standard error."""
+    d = np.asarray(b, float) - np.asarray(a, float)
+    se = 100 * float(d.std(ddof=1)) / math.sqrt(d.size) if d.size > 1 else 0.0
+    return _compare(100 * float(d.mean()), se)
+
+
+def _outcomes(record: RunRecord, col: str) -> np.ndarray | None:
+    per = record.eval.per_sample
+    if col == "worst case":
+        return np.logical_and.reduce(list(per.values())) if per else None
+    return per.get(col)
+
+
+def _diff(base: RunRecord, other: RunRecord, col: str) -> str:
+    """other − base accuracy under `col`, paired over the test points (independent binomial SE without per-point results)."""
+    a, b = _outcomes(base, col), _outcomes(other, col)
+    if a is not None and b is not None and a.shape == b.shape:
+        return _paired(a, b)
+    p, q, n = base.eval.row()[col], other.eval.row()[col], other.eval.n
+    return _compare(100 * (q - p), 100 * math.sqrt((p * (1 - p) + q * (1 - q)) / max(n, 1)))
+
+
+def _by_steps(suite: list[str], prefix: str) -> list[str]:
+    """The suite's "prefix-k" attacks, fewest steps first."""
+    return sorted((a for a in suite if a.startswith(prefix + "-") and a.split("-")[1].isdigit()), key=lambda a: int(a.split("-")[1]))
+
+
 def _key_attacks(suite: list[str]) -> list[str]:
     """The longest PGD and CW of the suite, and every AutoAttack column."""
-    out = []
-    for prefix in ("pgd", "cw"):
-        steps = [a for a in suite if a.startswith(prefix + "-") and a.split("-")[1].isdigit()]
-        if steps:
-            out.append(max(steps, key=lambda a: int(a.split("-")[1])))
-    return out + autoattack_columns(suite)
+    return [s[-1] for p in ("pgd", "cw") if (s := _by_steps(suite, p))] + autoattack_columns(suite)
 
 
 def autoattack_columns(suite: list[str]) -> list[str]:
     """The attacks of a suite that are AutoAttack (their label contains 'autoattack')."""
     return [a for a in suite if "autoattack" in a.lower()]
-
-
-def _shortest(suite: list[str], prefix: str) -> str | None:
-    steps = [a for a in suite if a.startswith(prefix + "-") and a.split("-")[1].isdigit()]
-    return min(steps, key=lambda a: int(a.split("-")[1])) if steps else None
 
 
 class _Runs:
@@ -110,8 +128,9 @@ def aalp_section(ctx: StudyContext, groups: tuple[str, ...] = ("aalp",), analysi
     lines += _alp_by_set(ctx, runs, claims)
     lines += _contribution(ctx, runs, analysis, gradcam_n, claims)
     lines += ["### Comparison with the paper's claims", "",
-              "Single training seed per row; *within noise* means the difference is below two binomial standard "
-              "errors over the test points (seed-to-seed variation of training, not measured here, adds to it).", ""]
+              "One training run per row. *Within noise* means the difference is at most two standard errors of the "
+              "paired difference over the test points; the run-to-run variation of training (not measured here) "
+              "comes on top.", ""]
     lines += [f"- {c}" for c in claims] + [""]
     return "\n".join(lines)
 
@@ -120,12 +139,11 @@ def _setup(runs: _Runs, table2: list[RunRecord]) -> list[str]:
     aalp = runs.get("aalp") or next((r for r in table2 if r.config.method.name.startswith("aalp")), None)
     alp = runs.get("alp")
     out = []
-    budgets = sorted({(r.config.train.epochs, r.config.train.batch_size) for r in runs.records})
-    budget = "; ".join(f"{e} epochs, batch {b}" for e, b in budgets)
-    out.append(f"Training budget of every row below: {budget}.")
+    setups = sorted({(_component(r.config.model.name, r.config.model.options), r.config.train.epochs, r.config.train.batch_size)
+                     for r in runs.records})
+    out.append("Model and training budget of the rows below: " + "; ".join(f"{m}, {e} epochs, batch {b}" for m, e, b in setups)
+               + " (the study config says why they may differ from the main rows').")
     if aalp is not None:
-        from ..methods import METHODS
-
         opts = {**METHODS.options(aalp.config.method.name), **aalp.config.method.options}
         alpha = opts.get("alpha")
         lam = alp.config.method.options.get("lam", METHODS.options("alp")["lam"]) if alp is not None else None
@@ -146,22 +164,17 @@ def _table2(runs: _Runs, table2: list[RunRecord], claims: list[str]) -> list[str
                 "below rests on the paper's own attacks (PGD-k, CW-k) and their per-sample worst case.", ""]
     alp, aalp = runs.get("alp"), runs.get("aalp")
     if alp is not None and aalp is not None:
-        n = aalp.eval.n
-        parts = []
-        for col in _key_attacks(aalp.eval.suite) + ["worst case"]:
-            a, b = alp.eval.row().get(col), aalp.eval.row().get(col)
-            if a is not None and b is not None:
-                parts.append(f"{col}: {_compare(100 * (b - a), _se(a, b, n))}")
+        cols = [c for c in _key_attacks(aalp.eval.suite) + ["worst case"] if c in alp.eval.row() and c in aalp.eval.row()]
+        parts = [f"{col}: {_diff(alp, aalp, col)}" for col in cols]
         paper = ", ".join(f"{k} {p:+.1f} / {c:+.1f}" for k, (p, c) in PAPER_AALP_MINUS_ALP.items())
         claims.append(f"**AALP beats ALP under PGD and CW** (paper, AALP − ALP at PGD-100 / CW-100: {paper}). "
-                      f"Ours, AALP − ALP: {'; '.join(parts)}. Clean: {_compare(100 * (aalp.eval.clean - alp.eval.clean), _se(alp.eval.clean, aalp.eval.clean, n))}."
+                      f"Ours, AALP − ALP: {'; '.join(parts)}. Clean: {_diff(alp, aalp, 'clean')}."
                       + ("" if aa else " AutoAttack: not available in this evaluation."))
         for variant in ("aalp_gd", "aalp_sw"):
             v = runs.get(variant)
             if v is not None:
-                d = 100 * (v.eval.worst_case - alp.eval.worst_case)
                 claims.append(f"**{variant} alone improves on ALP** (paper: yes on all three data sets under PGD-k). "
-                              f"Ours, worst case: {_compare(d, _se(alp.eval.worst_case, v.eval.worst_case, n))}.")
+                              f"Ours, worst case: {_diff(alp, v, 'worst case')}.")
     return out
 
 
@@ -173,7 +186,7 @@ def _table3(runs: _Runs, claims: list[str]) -> list[str]:
     if not pairs:
         return []
     suite = pairs[0][0].eval.suite
-    cols = ["clean"] + [c for c in (_shortest(suite, "pgd"), _shortest(suite, "cw")) if c]
+    cols = ["clean"] + [s[0] for p in ("pgd", "cw") if (s := _by_steps(suite, p))]
     out = ["### Table 3 analogue: Guided Dropout added to other methods", "",
            "Accuracy (%) before → after adding Guided Dropout (difference in points); the paper's differences are "
            "its SVHN Table 3.", "",
@@ -184,8 +197,7 @@ def _table3(runs: _Runs, claims: list[str]) -> list[str]:
         paper = " / ".join(f"{v:+.2f}" for v in PAPER_TABLE3[names])
         out.append(f"| {base.label} → {gd.label} | " + " | ".join(cells) + f" | {paper} |")
         if names[0] == "pgd_at":
-            n = gd.eval.n
-            parts = [f"{c} {_compare(100 * (b[c] - a[c]), _se(a[c], b[c], n))}" for c in cols]
+            parts = [f"{c} {_diff(base, gd, c)}" for c in cols]
             claims.append(f"**Guided Dropout helps adversarial training** (paper, SVHN ADV → ADV+gd: clean +8.66, "
                           f"PGD-10 +3.83, CW-10 +10.48). Ours ({base.label} → {gd.label}): {'; '.join(parts)}.")
     return out + [""]
@@ -239,9 +251,9 @@ def _sets(ctx: StudyContext, runs: _Runs, analysis: dict[str, Any], claims: list
                       f"{gap[1]:.3g} vs {gap[0]:.3g}, clean confidence {_pct(t1['inconsistent']['clean_conf'])}% vs "
                       f"{_pct(t1['consistent']['clean_conf'])}%.")
     if len(results) == 2:
-        a, b = (res["sets"]["consistent"]["proportion"] for res in results.values())
+        a, b = (np.logical_and(res["clean_correct"], res["adv_correct"]) for res in results.values())
         claims.append(f"**AALP has more Consistent points than ALP** (paper Table 4: +1.1 / +5.7 / +2.2 pts on "
-                      f"MNIST / SVHN / CIFAR-10). Ours: {_compare(100 * (b - a), _se(a, b, len(results[pair[0].label]['alp'])))}.")
+                      f"MNIST / SVHN / CIFAR-10). Ours: {_paired(a, b)}.")
     return out
 
 
@@ -261,10 +273,14 @@ def _alp_by_set(ctx: StudyContext, runs: _Runs, claims: list[str]) -> list[str]:
            "the sets are those of the final model (callback `alp_loss_by_set`).", "", f"![ALP loss by set]({rel})", ""]
     label, c = next(iter(curves.items()))
     if c["consistent"][0] is not None and c["inconsistent"][0] is not None:
-        trend = {s: (c[s][0], c[s][-1]) for s in ("consistent", "inconsistent")}
+        def trend(s: str) -> str:
+            v = c[s]
+            peak = int(np.argmax(v))
+            return f"{s} {v[0]:.3g} → peak {v[peak]:.3g} (epoch {c['epochs'][peak]}) → {v[-1]:.3g}"
+
         claims.append("**During ALP training the Inconsistent set's ALP loss rises while the Consistent set's falls** "
-                      f"(paper Fig. 4). Ours ({label}, first → last epoch): Inconsistent {trend['inconsistent'][0]:.3g} → "
-                      f"{trend['inconsistent'][1]:.3g}, Consistent {trend['consistent'][0]:.3g} → {trend['consistent'][1]:.3g}.")
+                      f"(paper Fig. 4). Ours ({label}, first epoch → peak → last epoch): {trend('inconsistent')}; "
+                      f"{trend('consistent')}.")
     return out
 
 
