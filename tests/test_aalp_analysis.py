@@ -233,3 +233,26 @@ def test_aalp_section_shows_autoattack_when_the_evaluation_has_it(tiny_study):
     assert "| autoattack | worst case |" in text
     assert "AutoAttack: not available" not in text
     assert "autoattack: +0.0 pts" in text
+
+
+def test_alp_by_set_callback_continues_after_a_resume(tmp_path):
+    from robustlab import methods
+    from robustlab.config import TrainConfig
+    from robustlab.train import CALLBACKS, Trainer
+
+    ds = fake_dataset(1, 8)
+
+    def fit(epochs: int, resume: bool) -> np.ndarray:
+        torch.manual_seed(0)
+        cfg = TrainConfig(epochs=epochs, batch_size=10, select={"every": 1, "max_samples": 10})
+        trainer = Trainer(models.for_dataset("small_cnn", ds, width=4, hidden=16), methods.create("alp", threat="linf:0.1", attack_steps=2),
+                          ds, cfg, tmp_path, callbacks=[CALLBACKS.create("alp_loss_by_set", n=12)], quiet=True)
+        trainer.fit(resume=resume)
+        with np.load(tmp_path / "analysis" / "alp_loss_by_set.npz") as saved:
+            return saved["alp"]
+
+    first = fit(1, resume=False)
+    both = fit(2, resume=True)
+    assert first.shape == (1, 12) and both.shape == (2, 12)
+    np.testing.assert_array_equal(both[0], first[0])
+    assert json.loads((tmp_path / "analysis" / "alp_loss_by_set.json").read_text())["epochs"] == [1, 2]
