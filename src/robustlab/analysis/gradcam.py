@@ -26,6 +26,9 @@ from ._figures import pyplot, save_figure
 from .contribution import adversarial_split
 
 
+FIGURE_COLUMNS = 16
+
+
 def grad_cam(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """Grad-CAM maps (N×H×W, ≥ 0) of images x (N×C×H×W) for the logit of `classes` (N,)."""
     if not hasattr(model, "neck"):
@@ -97,10 +100,12 @@ def plot_gradcam_grid(x: torch.Tensor, y: torch.Tensor, rows: dict[str, dict[str
 @ANALYSES.register("gradcam")
 def run_gradcam(ctx: AnalysisContext, split: Literal["test", "val", "train"] = "test", n: int = 8, attack: str = "pgd-10",
                 target: Literal["label", "pred"] = "label") -> dict[str, Any]:
-    """Grad-CAM of the adversarial examples of the first `n` points of `split` (figures/gradcam.png)."""
+    """Grad-CAM of the adversarial examples of the first `n` points of `split`; the figure
+    (figures/gradcam.png) shows the first FIGURE_COLUMNS of them."""
     data = ctx.dataset.split(split).head(n).to(ctx.device)
     r = adversarial_cams(ctx.model, data.x, data.y, ctx.threat, attack, seed=ctx.seed, target=target)
-    plot_gradcam_grid(data.x, data.y, {ctx.run_dir.name: r}, ctx.figure_path("gradcam.png"))
+    k = FIGURE_COLUMNS
+    plot_gradcam_grid(data.x[:k], data.y[:k], {ctx.run_dir.name: {key: v[:k] for key, v in r.items()}}, ctx.figure_path("gradcam.png"))
     return {"split": split, "n": len(data), "attack": attack, "target": target, "active_area": active_area(r["cam"]),
             "adv_correct": float((r["pred"] == data.y).float().mean()),
             "cam": np.round(normalized(r["cam"]).cpu().numpy(), 4).tolist()}

@@ -68,6 +68,7 @@ class AALP(Method):
         self.train_attack = pgd_for_training(self.threat, loss="ce", steps=attack_steps, step=attack_step, start=attack_start, mode=attack_mode)
 
     def loss(self, model, x, y, ctx):
+        """x (N×C×H×W) and its PGD examples form one 2N batch; features A_fc are 2N×D, logits 2N×K."""
         x_adv = self.adversarial(model, x, y, ctx)
         features = model.forward_features(torch.cat([x, x_adv]))
         if self.guided_dropout:  # Eqs. 7–8
