@@ -22,6 +22,11 @@ def logit_pairing(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch
     return (logits_clean - logits_adv).pow(2).sum(1)
 
 
+def mixed_cross_entropy(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, clean_weight: float) -> torch.Tensor:
+    """w · CE(f(x), y) + (1 − w) · CE(f(x_adv), y): the classification part of the mixed minibatch."""
+    return clean_weight * F.cross_entropy(logits_clean, y) + (1 - clean_weight) * F.cross_entropy(logits_adv, y)
+
+
 @METHODS.register("alp")
 class ALP(Method):
     name = "alp"
@@ -43,7 +48,7 @@ class ALP(Method):
     def loss(self, model, x, y, ctx):
         x_adv = self.adversarial(model, x, y, ctx)
         logits_clean, logits_adv = model(torch.cat([x, x_adv])).chunk(2)
-        classification = self.clean_weight * F.cross_entropy(logits_clean, y) + (1 - self.clean_weight) * F.cross_entropy(logits_adv, y)
+        classification = mixed_cross_entropy(logits_clean, logits_adv, y, self.clean_weight)
         pairing = logit_pairing(logits_clean, logits_adv).mean()
         loss = classification + self.lam * pairing
         return loss, {
