@@ -33,7 +33,7 @@ def read_cifar_c(folder: str | Path, corruption: str, severity: int, n: int | No
     per = arr.shape[0] // 5 if arr.shape[0] % 5 == 0 else PER_SEVERITY
     start = (severity - 1) * per
     stop = start + (per if n is None else min(n, per))
-    return Split(to_float_images(np.ascontiguousarray(arr[start:stop]), "NHWC"), torch.as_tensor(np.asarray(lab[start:stop]), dtype=torch.long))
+    return Split(to_float_images(np.array(arr[start:stop]), "NHWC"), torch.as_tensor(np.array(lab[start:stop]), dtype=torch.long))
 
 
 def read_imagenet_c(folder: str | Path, corruption: str, severity: int, class_names: list[str], image_size: int,

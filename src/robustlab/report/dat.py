@@ -31,7 +31,8 @@ def image_rows(rows: dict[str, torch.Tensor], path: Path, *, col_titles: list[st
             ax.set_yticks([])
             if j < imgs.shape[0]:
                 img = imgs[j].detach().cpu().clamp(0, 1)
-                ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                img = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
+                ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             else:
                 ax.axis("off")
             if i == 0 and col_titles and j < len(col_titles):
@@ -42,8 +43,9 @@ def image_rows(rows: dict[str, torch.Tensor], path: Path, *, col_titles: list[st
 
 
 def corruption_result(ctx: StudyContext, record: RunRecord) -> dict[str, Any]:
-    """The run's corruption accuracy on its eval split with the analysis defaults (cached in analysis/corruption.json)."""
-    split = ctx.dataset(record).split(record.config.eval.split)
+    """The run's corruption accuracy on the images its evaluation used (eval split and max_samples), with the
+    analysis defaults otherwise (cached in analysis/corruption.json)."""
+    split = ctx.dataset(record).split(record.config.eval.split).head(record.config.eval.max_samples)
 
     def compute() -> dict[str, Any]:
         res = C.corruption_accuracy(ctx.model(record), split, seed=0, root=ctx.data_root, quiet=ctx.quiet)
