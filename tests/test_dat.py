@@ -116,6 +116,21 @@ def test_mixup_and_cutmix_targets():
     assert torch.allclose(t[0], torch.tensor([0.91] + [0.01] * 9))
 
 
+def test_dat_loss_backward_on_a_batchnorm_model():
+    from robustlab.methods import StepContext
+    from robustlab.vq import VQArch, VQModel
+
+    model = small_model(bn=True).train()
+    method = methods.create("dat", threat="linf:0.2")
+    method.use_discretiser(VQModel(VQArch(ch=4, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), z_channels=4, resolution=8,
+                                          in_channels=1, out_ch=1, n_embed=8, embed_dim=2, num_groups=2)))
+    x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    loss, stats = method.loss(model, x, y, StepContext(generator=torch.Generator().manual_seed(0)))
+    loss.backward()  # the train-mode attack restores BatchNorm buffers; the graph must survive it
+    assert torch.isfinite(loss) and set(stats) == {"loss", "ce", "ce_adv", "acc", "adv_acc"}
+    assert all(p.grad is not None for p in model.parameters())
+
+
 TINY_VQ = {"ch": 4, "z_channels": 4, "num_groups": 2, "codebook_size": 16, "code_dim": 2, "epochs": 1}
 
 

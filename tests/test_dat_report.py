@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -50,3 +52,14 @@ def test_vq_train_command(tmp_path, capsys):
     assert main(["vq", "eval", str(out), "--n", "20", "--quiet"]) == 0
     assert '"psnr"' in capsys.readouterr().out
     assert main(["vq", "train", "--out", str(out), "--set", "codebook=4"]) == 2  # unknown option: a user error
+
+
+def test_imagenet_recipe_config_is_valid():
+    from robustlab import methods
+    from robustlab.config import load_yaml, make_run_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "dat_imagenet.yaml"
+    cfg = make_run_config(load_yaml(path), str(path))
+    method = methods.create(cfg.method.name, threat=cfg.threat_model, **cfg.method.options)
+    assert method.train_attack.threat.eps == 0.1 and method.mixing["cutmix_alpha"] == 1.0
+    assert cfg.train.optimizer.name == "adamw" and cfg.train.epochs == 300
