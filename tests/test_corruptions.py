@@ -23,14 +23,6 @@ from robustlab.threat import ThreatModel
 GENERATED = [c for c in C.names() if c != "frost"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def frost_root(tmp_path_factory):
     from PIL import Image

@@ -17,14 +17,6 @@ from robustlab.threat import ThreatModel
 from robustlab.train import train_run
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def levels(x: torch.Tensor) -> torch.Tensor:
     """A non-differentiable discretiser: 5 grey levels between 0.2 and 0.8."""
     return 0.2 + 0.15 * torch.round((x.clamp(0.2, 0.8) - 0.2) / 0.15)

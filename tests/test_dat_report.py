@@ -5,20 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import torch
 import yaml
 
 from robustlab.cli import main
 from robustlab.study import run_study
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_dat_section_in_a_tiny_study(tmp_path):

@@ -14,14 +14,6 @@ from robustlab.vq import PUBLISHED, VQArch, VQModel, VQTrainConfig, VectorQuanti
 FAST = VQTrainConfig(ch=8, z_channels=8, num_groups=4, codebook_size=64, epochs=10, lr=3e-3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return data.load("digits")

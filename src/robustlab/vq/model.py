@@ -143,11 +143,23 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-def _level(blocks: list[nn.Module], attns: list[nn.Module]) -> nn.Module:
+def _level(cin: int, cout: int, n_blocks: int, attention: bool, a: VQArch) -> nn.Module:
+    """One resolution level: `n_blocks` ResNet blocks (cin -> cout), each followed by attention if asked."""
     level = nn.Module()
-    level.block = nn.ModuleList(blocks)
-    level.attn = nn.ModuleList(attns)
+    level.block = nn.ModuleList(ResnetBlock(cin if i == 0 else cout, cout, a.num_groups, a.dropout) for i in range(n_blocks))
+    level.attn = nn.ModuleList(AttnBlock(cout, a.num_groups) for _ in range(n_blocks if attention else 0))
     return level
+
+
+def _run_level(level: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    for j, block in enumerate(level.block):
+        h = block(h)
+        if len(level.attn):
+            h = level.attn[j](h)
+    for resample in ("downsample", "upsample"):
+        if hasattr(level, resample):
+            h = getattr(level, resample)(h)
+    return h
 
 
 def _middle(channels: int, a: VQArch) -> nn.Module:
@@ -169,14 +181,8 @@ class Encoder(nn.Module):
         self.down = nn.ModuleList()
         res, cin = a.resolution, a.ch
         for i, mult in enumerate(a.ch_mult):
-            cout = a.ch * mult
-            blocks, attns = [], []
-            for _ in range(a.num_res_blocks):
-                blocks.append(ResnetBlock(cin, cout, a.num_groups, a.dropout))
-                cin = cout
-                if res in a.attn_resolutions:
-                    attns.append(AttnBlock(cin, a.num_groups))
-            level = _level(blocks, attns)
+            level = _level(cin, a.ch * mult, a.num_res_blocks, res in a.attn_resolutions, a)
+            cin = a.ch * mult
             if i != len(a.ch_mult) - 1:
                 level.downsample = Downsample(cin)
                 res //= 2
@@ -188,12 +194,7 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
         for level in self.down:
-            for j, block in enumerate(level.block):
-                h = block(h)
-                if len(level.attn):
-                    h = level.attn[j](h)
-            if hasattr(level, "downsample"):
-                h = level.downsample(h)
+            h = _run_level(level, h)
         return self.conv_out(swish(self.norm_out(_run_middle(self.mid, h))))
 
 
@@ -206,14 +207,8 @@ class Decoder(nn.Module):
         self.mid = _middle(cin, a)
         levels: list[nn.Module] = []
         for i in reversed(range(len(a.ch_mult))):
-            cout = a.ch * a.ch_mult[i]
-            blocks, attns = [], []
-            for _ in range(a.num_res_blocks + 1):
-                blocks.append(ResnetBlock(cin, cout, a.num_groups, a.dropout))
-                cin = cout
-                if res in a.attn_resolutions:
-                    attns.append(AttnBlock(cin, a.num_groups))
-            level = _level(blocks, attns)
+            level = _level(cin, a.ch * a.ch_mult[i], a.num_res_blocks + 1, res in a.attn_resolutions, a)
+            cin = a.ch * a.ch_mult[i]
             if i != 0:
                 level.upsample = Upsample(cin)
                 res *= 2
@@ -225,12 +220,7 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = _run_middle(self.mid, self.conv_in(z))
         for level in reversed(self.up):
-            for j, block in enumerate(level.block):
-                h = block(h)
-                if len(level.attn):
-                    h = level.attn[j](h)
-            if hasattr(level, "upsample"):
-                h = level.upsample(h)
+            h = _run_level(level, h)
         return self.conv_out(swish(self.norm_out(h)))
 
 
