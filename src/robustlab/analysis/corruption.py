@@ -35,7 +35,6 @@ def corruption(
     """Corruption accuracy of the run's model (see module doc); a figure of accuracy against severity."""
     from .. import corruptions as C
     from ..corruptions.metrics import alexnet_baseline, mce
-    from ..report import plots
 
     data = ctx.dataset.split(split).head(n)
     result = C.corruption_accuracy(ctx.model, data, corruptions=corruptions, severities=tuple(severities), seed=ctx.seed,
@@ -45,9 +44,28 @@ def corruption(
     if baseline is not None:
         base = alexnet_baseline() if baseline == "alexnet" else load_baseline(baseline, result)
         result["vs_baseline"] = {"baseline": baseline, **mce(result, base)}
-    series = {c: {"acc": (result["severities"], [100 * a for a in accs])} for c, accs in result["acc"].items()}
-    plots.curves(series, [("acc", "accuracy (%)")], ctx.figure_path("corruption.png"), xlabel="severity")
+    if result["acc"]:
+        accuracy_heatmap(result, ctx.figure_path("corruption.png"))
     return result
+
+
+def accuracy_heatmap(result: dict[str, Any], path: Path) -> None:
+    """Accuracy (%) per corruption (rows) and severity (columns), annotated."""
+    import numpy as np
+
+    from ..report import plots
+
+    names = list(result["acc"])
+    values = 100 * np.array([result["acc"][c] for c in names])
+    fig, ax = plots.plt.subplots(figsize=(1.0 * values.shape[1] + 2.4, 0.32 * len(names) + 1.0))
+    ax.imshow(values, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(values.shape[1]), [str(s) for s in result["severities"]])
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("severity")
+    ax.set_title(f"accuracy (%) under corruption; clean {100 * result['clean_acc']:.1f}", fontsize=9)
+    plots.save(fig, path)
 
 
 def load_baseline(run_dir: str, like: dict[str, Any]) -> dict[str, Any]:
