@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--vqgan-config", default="auto", help="architecture of a taming .ckpt: auto (default), vqgan_openimages_f8_16384, vqgan_imagenet_f16_16384")
     _common(q)
 
-    sub.add_parser("list", help="list datasets, models, methods, attacks, suites, analyses, report sections")
+    sub.add_parser("list", help="list datasets, models, methods, attacks, suites, analyses, report sections, corruptions")
     return parser
 
 
@@ -229,7 +229,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from . import attacks, data, methods, models
+    from . import attacks, corruptions, data, methods, models
     from .analysis import ANALYSES
     from .evaluate import SUITES
     from .report import SECTIONS
@@ -237,7 +237,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     for title, names in (("datasets", data.names()), ("models", models.names()), ("methods", methods.names()),
                          ("attacks", attacks.names()), ("suites", SUITES.names()), ("analyses", ANALYSES.names()),
-                         ("callbacks", CALLBACKS.names()), ("report sections", SECTIONS.names())):
+                         ("callbacks", CALLBACKS.names()), ("report sections", SECTIONS.names()), ("corruptions", corruptions.names())):
         print(f"{title}: {', '.join(names) if names else '(none)'}")
     return 0
 
