@@ -6,17 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustlab import data
 from robustlab.errors import RobustlabError
 from robustlab.vq import PUBLISHED, VQArch, VQModel, VQTrainConfig, VectorQuantizer, load_taming_vqgan, load_vq, psnr, save_vq, train_vq
 
 # A VQ small enough to train in a few seconds on one core (the study's default is larger; see the slow test).
 FAST = VQTrainConfig(ch=8, z_channels=8, num_groups=4, codebook_size=64, epochs=10, lr=3e-3)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load("digits")
 
 
 @pytest.fixture(scope="module")

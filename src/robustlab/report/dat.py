@@ -105,7 +105,7 @@ def dat_section(ctx: StudyContext, group: str = "dat", compare: tuple[str, ...] 
     scores = {label: mce(res, base) if base is not None else None for label, res in results.items()}
     first = records[0]
     n = first.eval.n
-    aa_cols = sorted({a for r in records for a in r.eval.attacks if "auto" in a.lower() or a.lower().startswith("aa")})
+    aa_cols = sorted({a for r in records for a in r.eval.attacks if "autoattack" in a.lower()})  # AutoAttack, when evaluated
     pgd = [a for a in first.eval.suite if a.startswith("pgd-")]
     strongest = max(pgd, key=lambda a: int(a.split("-")[1])) if pgd else None
 
