@@ -1,4 +1,4 @@
-"""The `robustlab` command: train | eval | study | analyze | list."""
+"""The `robustlab` command: train | eval | study | analyze | vq | list."""
 
 from __future__ import annotations
 
@@ -14,6 +14,13 @@ EPILOG_TRAIN = """examples:
   robustlab train --dataset digits --model small_cnn --method pgd_at --threat linf:0.2 --epochs 20
   robustlab train --config configs/digits.yaml --run trades --set train.epochs=5
   robustlab train --config run.yaml --out runs/mine --resume      # continue after a crash or kill
+"""
+
+EPILOG_VQ = """examples:
+  robustlab vq train --dataset digits                        # the digits discretiser DAT uses by default
+  robustlab vq train --dataset cifar10 --set ch=64 --set ch_mult=[1,2,2] --set codebook_size=1024 --out runs/vq/cifar10
+  robustlab vq eval runs/vq/digits --dataset digits
+  robustlab vq eval ~/weights/vqgan_openimages_f8_16384.ckpt --dataset imagefolder --n 64
 """
 
 EPILOG_EVAL = """examples:
@@ -79,7 +86,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _common(p)
 
-    sub.add_parser("list", help="list datasets, models, methods, attacks, suites, analyses, report sections")
+    p = sub.add_parser("vq", help="train or evaluate a VQ autoencoder (DAT's discretiser)",
+                       description="Vector-quantised autoencoders: Q(x) = decode(nearest codes(encode(x))), the discretiser of DAT.",
+                       epilog=EPILOG_VQ, formatter_class=argparse.RawDescriptionHelpFormatter)
+    vq_sub = p.add_subparsers(dest="vq_command", required=True, metavar="VQ_COMMAND")
+    q = vq_sub.add_parser("train", help="train a VQ autoencoder on a dataset's training split",
+                          description="Train a VQ autoencoder (reconstruction MSE + codebook + commitment loss, dead-code restarts) "
+                                      "on the training split; report validation PSNR, codebook perplexity and dead codes; "
+                                      "write OUT/vq.safetensors, OUT/vq.json and OUT/reconstructions.png.")
+    q.add_argument("--dataset", default="digits", help="dataset name (default digits)")
+    q.add_argument("--out", help="output directory (default runs/vq/<dataset>)")
+    q.add_argument("--epochs", type=int, help="number of epochs (default 30)")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="architecture / training option (repeatable): codebook_size, code_dim, ch, ch_mult, num_res_blocks, "
+                        "attn_resolutions, z_channels, num_groups, beta, epochs, batch_size, lr, restart_dead, seed")
+    _common(q)
+    q = vq_sub.add_parser("eval", help="PSNR and codebook usage of a VQ checkpoint on a dataset",
+                          description="Measure a VQ checkpoint (ours, or a taming-transformers .ckpt) on a dataset split: "
+                                      "reconstruction PSNR, codebook perplexity, dead codes.")
+    q.add_argument("target", help="VQ checkpoint: a directory holding vq.safetensors/vq.json, either file, or a taming .ckpt")
+    q.add_argument("--dataset", default="digits", help="dataset name (default digits)")
+    q.add_argument("--split", default="test", choices=["train", "val", "test"], help="data split (default test)")
+    q.add_argument("--n", type=int, help="use the first N images only")
+    q.add_argument("--vqgan-config", default="auto", help="architecture of a taming .ckpt: auto (default), vqgan_openimages_f8_16384, vqgan_imagenet_f16_16384")
+    _common(q)
+
+    sub.add_parser("list", help="list datasets, models, methods, attacks, suites, analyses, report sections, corruptions")
     return parser
 
 
@@ -198,7 +230,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from . import attacks, data, methods, models
+    from . import attacks, corruptions, data, methods, models
     from .analysis import ANALYSES
     from .evaluate import SUITES
     from .report import SECTIONS
@@ -206,12 +238,51 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     for title, names in (("datasets", data.names()), ("models", models.names()), ("methods", methods.names()),
                          ("attacks", attacks.names()), ("suites", SUITES.names()), ("analyses", ANALYSES.names()),
-                         ("callbacks", CALLBACKS.names()), ("report sections", SECTIONS.names())):
+                         ("callbacks", CALLBACKS.names()), ("report sections", SECTIONS.names()), ("corruptions", corruptions.names())):
         print(f"{title}: {', '.join(names) if names else '(none)'}")
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "study": cmd_study, "analyze": cmd_analyze, "list": cmd_list}
+def cmd_vq(args: argparse.Namespace) -> int:
+    import pydantic
+    import torch
+
+    from . import data
+    from .config import parse_override, validation_message
+    from .report.dat import image_rows
+    from .train import resolve_device
+    from .vq import VQTrainConfig, evaluate_vq, load_vq, save_vq, train_vq
+
+    device = resolve_device(args.device or "auto")
+    ds = data.load(args.dataset, root=args.data_root)
+    if args.vq_command == "eval":
+        vq, _ = load_vq(args.target, args.vqgan_config)
+        split = ds.split(args.split).head(args.n)
+        metrics = evaluate_vq(vq.to(device), split, batch_size=64)
+        print(json.dumps({"split": args.split, "n": len(split), **metrics}, indent=2))
+        return 0
+    options = {}
+    for text in args.set:
+        keys, value = parse_override(text)
+        options[".".join(keys)] = value
+    if args.epochs is not None:
+        options["epochs"] = args.epochs
+    try:
+        cfg = VQTrainConfig.model_validate(options)
+    except pydantic.ValidationError as err:
+        raise RobustlabError(validation_message("vq train --set", err, VQTrainConfig)) from None
+    out = Path(args.out) if args.out else Path("runs/vq") / args.dataset
+    vq, metrics = train_vq(ds.train, ds.val, cfg, device=device, quiet=args.quiet)
+    save_vq(out / "vq", vq, {"train_config": cfg.model_dump(mode="json"), "dataset": args.dataset, "metrics": metrics})
+    x = ds.test.x[:12].to(device)
+    with torch.no_grad():
+        image_rows({"x": x, "Q(x)": vq.reconstruct(x)}, out / "reconstructions.png")
+    print(f"wrote {out / 'vq.safetensors'}: val PSNR {metrics['psnr']:.2f} dB, perplexity {metrics['perplexity']:.1f}, "
+          f"dead codes {metrics['dead_codes']}/{cfg.codebook_size} (usage {100 * metrics['usage']:.0f} %), {metrics['train_seconds']:.0f} s")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "study": cmd_study, "analyze": cmd_analyze, "vq": cmd_vq, "list": cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:

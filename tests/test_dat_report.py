@@ -1,0 +1,55 @@
+"""The DAT study end to end on a tiny budget: a dat run beside a standard run, the `dat` report section
+(tables, figures, the claim check) and `robustlab vq train` from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from robustlab.cli import main
+from robustlab.study import run_study
+
+
+def test_dat_section_in_a_tiny_study(tmp_path):
+    config = {
+        "name": "tiny", "dataset": "digits", "model": {"name": "small_cnn", "width": 4, "hidden": 16}, "threat": "linf:0.2",
+        "train": {"epochs": 1, "batch_size": 128, "select": {"by": "clean", "max_samples": 40}},
+        "eval": {"suite": ["fgsm", "pgd-5"], "max_samples": 60},
+        "runs": [{"method": "standard"},
+                 {"label": "dat", "group": "dat", "method": {"name": "dat", "vq": {"ch": 4, "z_channels": 4, "num_groups": 2,
+                                                                                  "codebook_size": 16, "code_dim": 2, "epochs": 1}}}],
+        "sections": ["dat"],
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    report = run_study(path, out_root=tmp_path / "runs", quiet=True).read_text()
+    assert "## DAT" in report and "| dat | dat |" in report and "mCE" in report
+    assert "**Our runs**" in report and "verdict on 8×8 digits" in report
+    figures = tmp_path / "runs" / "tiny" / "figures"
+    for name in ("dat_vq_reconstructions.png", "dat_corruption_severity.png", "dat_corruption_bars.png", "dat_corruption_examples.png"):
+        assert (figures / name).stat().st_size > 1000
+    cached = tmp_path / "runs" / "tiny" / "standard" / "analysis" / "corruption.json"
+    assert cached.exists() and '"n": 60' in cached.read_text()
+
+
+def test_vq_train_command(tmp_path, capsys):
+    out = tmp_path / "vq"
+    assert main(["vq", "train", "--out", str(out), "--epochs", "1", "--set", "ch=4", "--set", "z_channels=4", "--set", "num_groups=2",
+                 "--quiet"]) == 0
+    assert "val PSNR" in capsys.readouterr().out
+    assert (out / "vq.safetensors").exists() and (out / "reconstructions.png").exists()
+    assert main(["vq", "eval", str(out), "--n", "20", "--quiet"]) == 0
+    assert '"psnr"' in capsys.readouterr().out
+    assert main(["vq", "train", "--out", str(out), "--set", "codebook=4"]) == 2  # unknown option: a user error
+
+
+def test_imagenet_recipe_config_is_valid():
+    from robustlab import methods
+    from robustlab.config import load_yaml, make_run_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "dat_imagenet.yaml"
+    cfg = make_run_config(load_yaml(path), str(path))
+    method = methods.create(cfg.method.name, threat=cfg.threat_model, **cfg.method.options)
+    assert method.train_attack.threat.eps == 0.1 and method.mixing["cutmix_alpha"] == 1.0
+    assert cfg.train.optimizer.name == "adamw" and cfg.train.epochs == 300
