@@ -159,3 +159,14 @@ def test_bad_attack_specs():
     with pytest.raises(RobustlabError, match="logits"):
         x, y = _batch(4)
         attacks.build("pgd-2", "linf:0.1", num_classes=3)(models.create("mlp", 10, 1, 8), x, y % 3)
+
+
+def test_train_mode_attack_after_a_clean_forward_keeps_backward_working():
+    """A method may forward clean inputs, then attack in train mode, then backpropagate both."""
+    torch.manual_seed(0)
+    model = models.create("resnet20", 10, 1, 8).train()
+    x, y = _batch(16)
+    clean_loss = torch.nn.functional.cross_entropy(model(x), y)
+    x_adv = attacks.build("pgd-2", "linf:0.1", mode="train")(model, x, y)
+    (clean_loss + torch.nn.functional.cross_entropy(model(x_adv), y)).backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -35,14 +35,21 @@ class AttackResult:
 def model_untouched(model: nn.Module, mode: AttackMode = "eval") -> Iterator[None]:
     """Run the model in `mode` with frozen parameters; restore flag, requires_grad and buffers after.
 
-    In "train" mode BatchNorm would update its running statistics; they are copied before and
-    restored after, so the attack leaves no trace.
+    In "train" mode BatchNorm would update its running statistics: each buffer is swapped for a copy
+    for the attack and the original tensor put back after, untouched (not even its autograd version
+    counter moves, so a clean forward pass taken before the attack can still be backpropagated).
     """
     if mode not in ("eval", "train"):
         raise RobustlabError(f"attack mode={mode!r}; allowed: eval, train.")
     was_training = model.training
     requires = [(p, p.requires_grad) for p in model.parameters()]
-    saved = [(b, b.detach().clone()) for b in model.buffers()] if mode == "train" else []
+    swapped = []
+    if mode == "train":
+        for module in model.modules():
+            for name, buf in module._buffers.items():
+                if buf is not None:
+                    swapped.append((module, name, buf))
+                    module._buffers[name] = buf.detach().clone()
     model.train(mode == "train")
     for p, _ in requires:
         p.requires_grad_(False)
@@ -52,9 +59,8 @@ def model_untouched(model: nn.Module, mode: AttackMode = "eval") -> Iterator[Non
     finally:
         for p, flag in requires:
             p.requires_grad_(flag)
-        with torch.no_grad():
-            for b, copy in saved:
-                b.copy_(copy)
+        for module, name, buf in swapped:
+            module._buffers[name] = buf
         model.train(was_training)
 
 
