@@ -113,8 +113,6 @@ class DAT(Method):
             x, target = mix_batch(x, y, model.num_classes, ctx.generator, **self.mixing)
         elif self.mixing["smoothing"] > 0:
             target = soft_targets(y, model.num_classes, self.mixing["smoothing"])
-        # the attack runs first: it restores BatchNorm statistics in place, which would invalidate the graph of
-        # an earlier forward pass; the order changes nothing else (the attack leaves the model as it found it)
         x_adv = self.adversarial(model, x, target, ctx)
         logits = model(x)
         clean = F.cross_entropy(logits, target)
