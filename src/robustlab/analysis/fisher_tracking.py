@@ -1,6 +1,6 @@
 """`fisher_tracking`: a Trainer callback that records Shi et al.'s quantities after every epoch (Fig. 3–4).
 
-Configured as `callbacks: [{name: fisher_tracking, n: 512, anchors: 16, partners: 64}]`. Per epoch it
+Configured as `callbacks: [{name: fisher_tracking, n: 512, anchors: 16, partners: 64, every: 1}]`. Per epoch it
 adds to metrics.jsonl, on a fixed seeded part of `split` (the test split by default):
 
 - track_acc: accuracy on the whole split;
@@ -8,7 +8,8 @@ adds to metrics.jsonl, on a fixed seeded part of `split` (the test split by defa
   of the input Fisher over `n` fixed samples (exact, see robustlab.attacks.fisher);
 - track_cckl: exact CCKL over all cross-category pairs of the split; track_cckl_bound: its label-JS
   lower bound; track_cckl_fisher / track_cckl_remainder: the mean quadratic Fisher term and the
-  remainder over `anchors` × `partners` fixed pairs (track_cckl_sampled: the mean KL of those pairs).
+  remainder over `anchors` × `partners` fixed pairs (track_cckl_sampled: the mean KL of those pairs);
+- track_seconds: the wall time the callback took.
 
 These are analysis curves only: model selection reads the validation keys (val_*) and never these, so
 following the test split per epoch does not leak into selection. The callback draws from its own
@@ -17,6 +18,7 @@ generator and restores the model's mode, so a run with it trains to the same wei
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 import torch
@@ -40,6 +42,7 @@ class FisherTracking(Callback):
     def on_epoch_end(self, trainer, epoch: int, record: dict[str, Any]) -> dict[str, Any] | None:
         if epoch % self.every and epoch != trainer.cfg.epochs:
             return None
+        t0 = time.perf_counter()
         data = trainer.dataset.split(self.split).to(trainer.device)
         subset = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed))[: self.n].to(trainer.device)
         norms = fisher_norms(trainer.model, data.x[subset])
@@ -48,4 +51,5 @@ class FisherTracking(Callback):
         return {"track_acc": s["accuracy"], "track_fisher_trace": float(norms["trace"].mean()),
                 "track_fisher_fro": float(norms["frobenius"].mean()), "track_fisher_spectral": float(norms["spectral"].mean()),
                 "track_cckl": s["cckl"], "track_cckl_bound": s["bound_label_js"], "track_cckl_sampled": s["cckl_sampled"],
-                "track_cckl_fisher": s["fisher_term"], "track_cckl_remainder": s["remainder"]}
+                "track_cckl_fisher": s["fisher_term"], "track_cckl_remainder": s["remainder"],
+                "track_seconds": time.perf_counter() - t0}
