@@ -15,13 +15,7 @@ from robustlab.analysis.cckl import cckl, cckl_decomposition, label_js_bound, pa
 from robustlab.config import make_run_config
 from robustlab.train import train_run
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _kl(p, q):

@@ -256,7 +256,7 @@ def _capacity(records: list[RunRecord], fisher: dict, cckl: dict, claims: list[s
     if len(resnets) >= 2:
         small, large = resnets[0], resnets[-1]
         up = all(small[i] <= large[i] for i in (1, 2, 3))
-        claims.append(f"**Capacity: the deeper, wider ResNet is better on clean and robust accuracy** — "
+        claims.append(f"**Capacity: the larger ResNet is better on clean and robust accuracy** — "
                       f"{'reproduced' if up else 'not reproduced'}: `{small[0].label}` {100 * small[1]:.1f} / {100 * small[2]:.1f} / "
                       f"{100 * small[3]:.1f} vs `{large[0].label}` {100 * large[1]:.1f} / {100 * large[2]:.1f} / {100 * large[3]:.1f}.")
     return lines
