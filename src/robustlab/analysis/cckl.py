@@ -213,7 +213,7 @@ def _pair_figure(kl: torch.Tensor, fisher: torch.Tensor, path, title: str) -> No
     ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls="--", label="KL = ½ΔᵀFΔ")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("½ ΔᵀF(x_i)Δ (non-robust term)")
+    ax.set_xlabel("½ ΔᵀF(x_i)Δ (non-robust term; < 1e-6 drawn at 1e-6)")
     ax.set_ylabel("KL(p_i ‖ p_j)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from typing import Any
 
 from ..analysis import ANALYSES, AnalysisContext
@@ -73,6 +74,8 @@ def shi_section(ctx: StudyContext, capacity_group: str = "shi_capacity", fisher_
     fisher = {r.label: _analysis(ctx, r, "fisher", {"n": fisher_n, "eps": list(eps)}) for r in analysed}
     cckl = {r.label: _analysis(ctx, r, "cckl", {"anchors": anchors, "partners": partners}) for r in analysed}
     lines += _decomposition(analysed, fisher, cckl)
+    lines += ["Per-pair KL against ½ΔᵀFΔ (figures of the `cckl` analysis): " + ", ".join(
+        f"[{r.label}]({os.path.relpath(r.run_dir / 'figures' / 'cckl_pairs.png', ctx.out_dir)})" for r in analysed) + ".", ""]
     _share_claim(tracked, cckl, claims)
     lines += _attack(analysed, fisher)
     _fisher_claim(ctx, tracked, fisher, claims)
@@ -231,9 +234,10 @@ def _capacity(records: list[RunRecord], fisher: dict, cckl: dict, claims: list[s
     pgd, cw = _key_attack(records[0], "pgd"), _key_attack(records[0], "cw")
     lines = ["### Capacity under TRADES (paper Table, Section 4)", "",
              f"TRADES on {cfg.dataset.name} under {cfg.threat_model}, {cfg.train.epochs} epochs, evaluated with "
-             f"{pgd} and {cw} (step {records[0].eval.step:.3g}) on the test split. On digits this is a scaled-down "
-             "version of the paper's CIFAR-10 experiment (narrow models, few epochs); configs/shi_cifar10.yaml is the "
-             "full-size one.", "",
+             f"{pgd} and {cw} (step {records[0].eval.step:.3g}) on the test split; one seed per model, so differences "
+             "of a few points are within run-to-run variation. On digits this is a scaled-down version of the paper's "
+             "CIFAR-10 experiment (narrow models, few epochs; see the config's comments); configs/shi_cifar10.yaml is "
+             "the full-size one.", "",
              f"| run | model | clean | {pgd} | {cw} | ‖F‖_F | CCKL | ½ΔᵀFΔ | remainder |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     rows = []
     for r in records:
