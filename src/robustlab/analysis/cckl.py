@@ -96,7 +96,7 @@ def js_to_label(log_probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 0.5 * (LOG2 - torch.log1p(py) + torch.xlogy(py, 2 * py / (1 + py)) + (1 - py) * LOG2)
 
 
-def label_js_bound(log_probs: torch.Tensor, y: torch.Tensor, block: int = 2048) -> float:
+def label_js_bound(log_probs: torch.Tensor, y: torch.Tensor, block: int = 512) -> float:
     """Bound (b) of the module doc, exact over all ordered cross-category pairs (N² additions)."""
     a = js_to_label(log_probs, y).clamp_min(0).sqrt()
 
@@ -107,7 +107,7 @@ def label_js_bound(log_probs: torch.Tensor, y: torch.Tensor, block: int = 2048) 
 
 
 def pairwise_js_bound(log_probs: torch.Tensor, y: torch.Tensor, *, rows: int | None = None, seed: int = 0,
-                      block: int = 256) -> float:
+                      block: int = 64) -> float:
     """Bound (a) of the module doc, 2·mean JS(p_i, p_j). It costs N²·K logarithms, so with `rows` < N it
     is averaged over `rows` seeded anchor samples i against all j (an estimate); None: exact."""
     lp = log_probs.double()
