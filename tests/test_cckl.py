@@ -15,8 +15,6 @@ from robustlab.analysis.cckl import cckl, cckl_decomposition, label_js_bound, pa
 from robustlab.config import make_run_config
 from robustlab.train import train_run
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def _kl(p, q):
     return float((p * (p.log() - q.log())).sum())

@@ -11,8 +11,6 @@ from robustlab.analysis.fisher import fisher_attack_check, fisher_norms
 from robustlab.attacks.fisher import input_fisher
 from robustlab.errors import RobustlabError
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 K = 10
 ARCHS = [("mlp", {"hidden": (32,)}), ("small_cnn", {"width": 4, "hidden": 16}),
          ("vgg13", {"width": 0.125}), ("resnet20", {"width": 1})]

@@ -43,6 +43,7 @@ from torch import nn
 from ..attacks import model_untouched
 from ..attacks.fisher import logit_jacobian
 from . import ANALYSES, AnalysisContext
+from ._figures import pyplot, save_figure
 
 LOG2 = math.log(2.0)
 
@@ -200,16 +201,12 @@ def cckl_analysis(ctx: AnalysisContext, split: str = "test", n: int | None = Non
                                            seed=ctx.seed, batch_size=batch_size, figure=ctx.figure_path("cckl_pairs.png"))}
 
 
-def _pair_figure(kl: torch.Tensor, fisher: torch.Tensor, path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _pair_figure(kl: torch.Tensor, fisher: torch.Tensor, path: Path, title: str) -> None:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     lo = float(torch.cat([kl, fisher]).clamp_min(1e-6).min())
     hi = float(torch.cat([kl, fisher]).max())
-    ax.scatter(fisher.clamp_min(1e-6).cpu(), kl.clamp_min(1e-6).cpu(), s=3, alpha=0.3, rasterized=True)
+    ax.scatter(fisher.clamp_min(1e-6), kl.clamp_min(1e-6), s=3, alpha=0.3, rasterized=True)
     ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls="--", label="KL = ½ΔᵀFΔ")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -218,5 +215,4 @@ def _pair_figure(kl: torch.Tensor, fisher: torch.Tensor, path, title: str) -> No
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)

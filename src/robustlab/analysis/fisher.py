@@ -15,6 +15,7 @@ compares the Fisher attack (clipped to [0, 1]) with a random direction of the sa
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from torch import nn
 from ..attacks import model_untouched
 from ..attacks.fisher import fisher_step, input_fisher
 from . import ANALYSES, AnalysisContext
+from ._figures import pyplot, save_figure
 
 
 def fisher_norms(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> dict[str, torch.Tensor]:
@@ -106,12 +108,8 @@ def fisher_analysis(ctx: AnalysisContext, split: str = "test", n: int | None = 5
     return result
 
 
-def _figure(spectral: torch.Tensor, attack: list[dict[str, float]], path, name: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _figure(spectral: torch.Tensor, attack: list[dict[str, float]], path: Path, name: str) -> None:
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(8.4, 3.4))
     a.hist(spectral.clamp_min(1e-12).log10().cpu().numpy(), bins=40)
     a.set_xlabel("log10 ‖F(x)‖₂ (spectral norm)")
@@ -127,6 +125,4 @@ def _figure(spectral: torch.Tensor, attack: list[dict[str, float]], path, name: 
     b.legend(fontsize=8)
     b.grid(alpha=0.3)
     fig.suptitle(name, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
