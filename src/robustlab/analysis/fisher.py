@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks import model_untouched
-from ..attacks.fisher import fisher_step, input_fisher
+from ..attacks.fisher import InputFisher, fisher_step, input_fisher
 from . import ANALYSES, AnalysisContext
 from ._figures import pyplot, save_figure
 
@@ -34,14 +34,11 @@ def fisher_norms(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> di
     "rank" counts eigenvalues above 1e-10 × the largest (never more than K − 1). The model is run in
     eval mode and left untouched.
     """
-    parts = []
     with model_untouched(model, "eval"):
-        for xb in x.split(batch_size):
-            parts.append(input_fisher(model, xb, direction=False).eigenvalues)
-    ev = torch.cat(parts)
-    top = ev[:, -1:]
-    return {"trace": ev.sum(1), "frobenius": ev.square().sum(1).sqrt(), "spectral": ev[:, -1],
-            "rank": (ev > 1e-10 * top.clamp_min(1e-300)).sum(1).double()}
+        parts = [input_fisher(model, xb, direction=False) for xb in x.split(batch_size)]
+    fi = InputFisher(torch.cat([p.logits for p in parts]), torch.cat([p.eigenvalues for p in parts]), None)
+    rank = (fi.eigenvalues > 1e-10 * fi.spectral[:, None].clamp_min(1e-300)).sum(1).double()
+    return {"trace": fi.trace, "frobenius": fi.frobenius, "spectral": fi.spectral, "rank": rank}
 
 
 def fisher_attack_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: list[float], *, seed: int = 0,

@@ -47,12 +47,11 @@ def logit_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tor
     return logits.detach(), torch.stack(rows, 1)
 
 
-def fisher_factor(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(p, B) in float64 with A = diag(p) − p pᵀ = B Bᵀ: p N×K, B = diag(√p)(I − √p √pᵀ) N×K×K."""
-    p = F.softmax(logits.double(), 1)
-    s = p.sqrt()
-    eye = torch.eye(p.shape[1], dtype=p.dtype, device=p.device)
-    return p, s.unsqueeze(2) * (eye - s.unsqueeze(2) * s.unsqueeze(1))
+def fisher_factor(logits: torch.Tensor) -> torch.Tensor:
+    """B = diag(√p)(I − √p √pᵀ) (N×K×K, float64) with B Bᵀ = diag(p) − p pᵀ for p = softmax(logits)."""
+    s = F.softmax(logits.double(), 1).sqrt()
+    eye = torch.eye(s.shape[1], dtype=s.dtype, device=s.device)
+    return s.unsqueeze(2) * (eye - s.unsqueeze(2) * s.unsqueeze(1))
 
 
 @dataclass
@@ -87,7 +86,7 @@ def input_fisher(model: nn.Module, x: torch.Tensor, *, direction: bool = True) -
     The model should be in eval mode (see `logit_jacobian`).
     """
     logits, jac = logit_jacobian(model, x)
-    _, b = fisher_factor(logits)
+    b = fisher_factor(logits)
     gram = torch.bmm(jac.double(), jac.double().transpose(1, 2))  # G = J Jᵀ, N×K×K
     m = b.transpose(1, 2) @ gram @ b
     evals, evecs = torch.linalg.eigh(0.5 * (m + m.transpose(1, 2)))
@@ -132,6 +131,9 @@ class FisherAttack(Attack):
             raise RobustlabError(f"{self.name}: the Fisher attack is an l2 attack; got threat model {self.threat}. Use e.g. l2:0.5.")
         if self.threat.eps <= 0:
             raise RobustlabError(f"{self.name}: eps={self.threat.eps} must be > 0 for an attack.")
+        if mode != "eval":
+            raise RobustlabError(f"{self.name}: mode={mode!r}; the per-sample Fisher needs eval mode (BatchNorm in train "
+                                 "mode couples the samples of a batch). Allowed: eval.")
 
     def _run(self, model, x, y, generator, num_classes, need_success):
         fisher = input_fisher(model, x)
