@@ -58,6 +58,9 @@ class MIMax(Method):
         critic = make_critic(self.critic_name, x_shape, model.feature_dim, tuple(dataset.mean), tuple(dataset.std), **self.critic_options)
         self.estimator = MIEstimator(critic, self.bound, self.dv_variant, self.ma_rate)
 
+    def describe(self) -> str:
+        return f"{self.name}: maximises the {self.bound} MI estimate on clean inputs"
+
     def setup(self, trainer) -> None:
         if trainer.cfg.select.by == "auto":
             trainer.select_by = "last"
@@ -104,8 +107,8 @@ class WorstCaseMIMax(MIMax):
         self.attack_step = float(attack_step) if attack_step is not None else self.threat.eps / 4
 
     def describe(self) -> str:
-        return (f"{self.name}: batch-level PGD-{self.attack_steps} minimising the {self.bound} MI estimate, "
-                f"step {self.attack_step:.4g}, {self.threat}, keep-best")
+        return (f"{self.name}: maximises the {self.bound} MI estimate at the batch-level PGD-{self.attack_steps} "
+                f"minimiser of it (step {self.attack_step:.4g}, {self.threat}, keep-best)")
 
     def inputs(self, model, x, ctx):
         with model_untouched(model, self.attack_mode):
