@@ -71,7 +71,7 @@ def zhu(ctx: StudyContext, group: str = "zhu", rv_runs: list[str] = ("standard",
     records = ctx.runs(group)
     if not records:
         return ""
-    encoders = {r.label: r for r in records if r.config.method.name in REPS}
+    encoders = {r.label: r for r in ctx.records if r.config.method.name in REPS}  # of any group
     downstream = [r for r in records if _encoder_label(r) in encoders and r.eval is not None]
     end_to_end = [r for r in records if r.label not in encoders and _encoder_label(r) is None and r.eval is not None]
     lines = ["## Zhu et al.: worst-case mutual information and robust representations", ""]
@@ -102,7 +102,7 @@ def _downstream_table(ctx: StudyContext, encoders: dict[str, RunRecord], downstr
     cells: dict[tuple[str, str], RunRecord] = {}
     for r in downstream:
         rep = encoders[_encoder_label(r)].config.method.name
-        kind = "standard" if r.config.method.name == "standard" else "robust"
+        kind = f"{'standard' if r.config.method.name == 'standard' else 'robust'}, {r.config.model.options.get('classifier', 'linear')}"
         cells[(rep, kind)] = r
         lines.append(f"| {REPS[rep]} | {kind} ({r.config.method.name}) | `{r.label}` | {_pct(r.eval.clean)} | "
                      f"{_pct(r.eval.attacks.get(pgd))} | {_pct(r.eval.attacks.get(cw))} | {_pct(r.eval.worst_case)} |")
@@ -111,7 +111,7 @@ def _downstream_table(ctx: StudyContext, encoders: dict[str, RunRecord], downstr
                      f"{_pct(r.eval.attacks.get(pgd))} | {_pct(r.eval.attacks.get(cw))} | {_pct(r.eval.worst_case)} |")
     lines += ["", "**Against the paper's claims** (a difference counts only beyond two binomial standard errors of the "
               "difference on this test set; one training seed per run):", ""]
-    for kind in ("robust", "standard"):
+    for kind in sorted({k for _, k in cells}):
         base, rob = cells.get(("mi", kind)), cells.get(("wcmi", kind))
         if base is None or rob is None:
             continue
@@ -121,10 +121,11 @@ def _downstream_table(ctx: StudyContext, encoders: dict[str, RunRecord], downstr
                      f"{_pct(rob.eval.worst_case)}% is **{adv}** the baseline representation's {_pct(base.eval.worst_case)}% "
                      f"(paper: higher); its natural accuracy {_pct(rob.eval.clean)}% is {nat} {_pct(base.eval.clean)}% (paper: higher)."
                      + ("" if adv == "higher than" else " **The paper's claim does not reproduce here.**"))
-    rob = cells.get(("wcmi", "robust"))
+    robust = [r for (rep, kind), r in cells.items() if rep == "wcmi" and kind.startswith("robust")]
+    rob = max(robust, key=lambda r: r.eval.worst_case, default=None)
     for r in end_to_end:
         if rob is not None and r.config.method.name != "standard":
-            lines.append(f"- robust representation + robust downstream {_pct(rob.eval.worst_case)}% vs the end-to-end "
+            lines.append(f"- robust representation + robust downstream (`{rob.label}`) {_pct(rob.eval.worst_case)}% vs the end-to-end "
                          f"adversarially trained `{r.label}` of the same architecture {_pct(r.eval.worst_case)}% "
                          f"(paper, CIFAR-10: ≈31%, \"comparable\"): {_verdict(rob.eval.worst_case, r.eval.worst_case, n)} it.")
     return lines + [""]
@@ -176,7 +177,7 @@ def _rv_table(ctx: StudyContext, encoders: dict[str, RunRecord], downstream: lis
 def _saliency(ctx: StudyContext, encoders: dict[str, RunRecord], downstream: list[RunRecord], end_to_end: list[RunRecord],
               n: int) -> list[str]:
     chosen = {f"{REPS[encoders[_encoder_label(r)].config.method.name].split(' ')[0]} rep": r
-              for r in downstream if r.config.method.name == "standard"}
+              for r in downstream if r.config.method.name == "standard" and r.config.model.options.get("classifier", "linear") == "linear"}
     chosen |= {f"end-to-end {r.config.method.name}": r for r in end_to_end}
     if not chosen or n < 1:
         return []
