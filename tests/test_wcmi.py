@@ -175,9 +175,23 @@ def test_vulnerability_and_saliency_from_the_cli(encoder_and_downstream, capsys)
         assert len(res[key]["values"]) == 2 and all(math.isfinite(v) for v in res[key]["values"])
     assert res["rv"]["values"] == pytest.approx([a - b for a, b in zip(res["normal_mi"]["values"], res["worst_mi"]["values"])])
     sal = json.loads((run / "analysis" / "saliency.json").read_text())
-    assert (run / "figures" / "saliency.png").stat().st_size > 1000 and 0 <= sal["alignment_mean"] <= 1
+    assert (run / "figures" / "saliency.png").stat().st_size > 1000
+    assert 0 <= sal["alignment_mean"] <= 1 and 0 <= sal["background_share_mean"] <= 1
     assert cli(["analyze", str(run), "--what", "vulnerability", "--quiet", "--set", "layer=pixels"]) == 2
     assert "layer" in capsys.readouterr().err
+
+
+def test_saliency_measures():
+    from robustlab.analysis.saliency import alignment, background_share
+
+    x = torch.zeros(2, 1, 8, 8)
+    x[:, :, 2:6, 3:5] = 1.0  # a bright stroke on a dark background
+    on_stroke, off_stroke = x.clone(), 1.0 - x
+    assert alignment(x, on_stroke).tolist() == pytest.approx([1.0, 1.0])
+    assert alignment(x, -on_stroke).tolist() == pytest.approx([1.0, 1.0])  # the sign does not matter
+    assert alignment(x, off_stroke).tolist() == pytest.approx([0.0, 0.0])
+    assert background_share(x, on_stroke).tolist() == [0.0, 0.0]
+    assert background_share(x, off_stroke).tolist() == pytest.approx([1.0, 1.0])
 
 
 # --- the study section ----------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Zhu et al. (paper 001, following Etmann et al. 2019) use to compare baseline and
 For a linear classifier on a frozen representation, f_y(x) = w_yᵀ g(x) + b_y, so the map is J_g(x)ᵀ w_y:
 a direction-specific saliency of the representation g itself [INF: the paper text does not say
 which scalar of the representation it differentiates]. `alignment` is Etmann et al.'s measure of
-how image-like a map is, here as a cosine: |<x, ∇>| / (‖x‖ ‖∇‖), in [0, 1].
+how image-like a map is, here as a cosine: |<x, ∇>| / (‖x‖ ‖∇‖), in [0, 1]; `background_share` is
+the share of the map's energy on the dark background (for digits: off the stroke).
 `robustlab analyze RUN --what saliency` writes RUN/figures/saliency.png for one model.
 """
 
@@ -32,6 +33,15 @@ def alignment(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """|<x, ∇>| / (‖x‖ ‖∇‖) per sample, shape (N,)."""
     a, b = x.flatten(1), grad.flatten(1)
     return (a * b).sum(1).abs() / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+
+
+def background_share(x: torch.Tensor, grad: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
+    """Share of the squared gradient on background pixels (every channel ≤ `threshold`), per sample (N,).
+
+    A direct measure of how much of a map is "noise" off the object, for dark-background images (digits)."""
+    background = (x <= threshold).all(dim=1, keepdim=True).expand_as(grad)
+    energy = grad.pow(2)
+    return (energy * background).flatten(1).sum(1) / energy.flatten(1).sum(1).clamp_min(1e-24)
 
 
 def saliency_grid(images: torch.Tensor, maps: dict[str, torch.Tensor], path: Path, title: str = "") -> None:
@@ -89,4 +99,5 @@ def saliency(ctx: AnalysisContext, n: int = 10) -> dict[str, Any]:
     grad = input_gradients(ctx.model, x, y)
     path = ctx.figure_path("saliency.png")
     saliency_grid(x, {ctx.run_dir.name: grad}, path)
-    return {"figure": str(path), "n": len(idx), "alignment_mean": float(alignment(x, grad).mean())}
+    return {"figure": str(path), "n": len(idx), "alignment_mean": float(alignment(x, grad).mean()),
+            "background_share_mean": float(background_share(x, grad).mean())}
