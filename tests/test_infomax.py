@@ -21,14 +21,6 @@ BATCH = 128
 TOL = 0.15
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def true_mi(rho: float, dims: int) -> float:
     """I(X; Z) = −½ Σᵢ log(1 − ρᵢ²) for X ~ N(0, I), Z = ρX + √(1−ρ²)·ε."""
     return -0.5 * dims * math.log(1 - rho**2)

@@ -156,7 +156,9 @@ class Trainer:
         quiet: bool = False,
     ):
         self.device = torch.device(device)
-        method.prepare(model, dataset)
+        with torch.random.fork_rng(devices=[]):  # parts a method builds (e.g. a critic) follow the run's seed
+            torch.manual_seed(train_cfg.seed)
+            method.build_parts(model, dataset)
         self.model = model.to(self.device)
         self.method = method.to(self.device)
         self.dataset = dataset

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..attacks.base import model_untouched
 from . import ANALYSES, AnalysisContext
+from ._figures import pyplot, save_figure
 
 
 def input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -50,11 +51,7 @@ def saliency_grid(images: torch.Tensor, maps: dict[str, torch.Tensor], path: Pat
     One-channel maps are shown signed (red positive, blue negative), each scaled by its own largest
     magnitude; colour maps are shown as the per-pixel gradient norm.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = images.shape[0]
     rows = [("input", images)] + list(maps.items())
     fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n + 1.4, 1.15 * len(rows)), squeeze=False)
@@ -76,10 +73,7 @@ def saliency_grid(images: torch.Tensor, maps: dict[str, torch.Tensor], path: Pat
         axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def first_per_class(y: torch.Tensor, n: int) -> torch.Tensor:

@@ -47,7 +47,7 @@ class Method(nn.Module):
         self.threat = ThreatModel.parse(threat) if threat is not None else None
         self.train_attack: PGD | None = None
 
-    def prepare(self, model: nn.Module, dataset) -> None:
+    def build_parts(self, model: nn.Module, dataset) -> None:
         """Called by the Trainer before it builds the optimizer: create trainable parts whose shapes
         depend on the model or the data (e.g. a critic over the representation), so that they are
         optimised, checkpointed and resumed with the model. The default does nothing."""

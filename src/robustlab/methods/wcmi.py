@@ -52,7 +52,7 @@ class MIMax(Method):
         check_critic_options(critic, self.critic_options)
         self.estimator: MIEstimator | None = None
 
-    def prepare(self, model, dataset) -> None:
+    def build_parts(self, model, dataset) -> None:
         """Build the critic for the model's input shape and representation size (before the optimizer exists)."""
         x_shape = (model.in_channels, model.input_size, model.input_size)
         critic = make_critic(self.critic_name, x_shape, model.feature_dim, tuple(dataset.mean), tuple(dataset.std), **self.critic_options)
@@ -74,7 +74,7 @@ class MIMax(Method):
 
     def loss(self, model, x, y, ctx):
         if self.estimator is None:
-            raise RobustlabError(f"method {self.name!r}: the critic is built by Method.prepare(model, dataset), which the Trainer calls.")
+            raise RobustlabError(f"method {self.name!r}: the critic is built by Method.build_parts(model, dataset), which the Trainer calls.")
         x_in = self.inputs(model, x, ctx)
         est = self.estimator(x_in, model.forward_features(x_in))
         return est.loss, {"loss": est.loss.detach(), "mi": est.mi.detach()}
