@@ -157,10 +157,14 @@ def test_downstream_trains_only_the_classifier_on_the_encoder(encoder_and_downst
     assert torch.equal(model(x), reference(x))
 
 
-def test_init_from_a_missing_run_is_a_clear_error(digits, tmp_path):
+def test_init_from_errors(digits, encoder_and_downstream, tmp_path):
     cfg = _run_config("standard", [{"name": "init_from", "run": "no_such_encoder"}], frozen_encoder=True)
     with pytest.raises(RobustlabError, match="init_from: run 'no_such_encoder' has no checkpoint"):
         train_run(cfg, tmp_path / "down", dataset=digits, quiet=True)
+    enc = str(encoder_and_downstream / "enc")  # a path works as well as a sibling label, but the widths differ here
+    wider = _run_config("standard", [{"name": "init_from", "run": enc}], frozen_encoder=True, fc=48)
+    with pytest.raises(RobustlabError, match="neck.encoder.1.weight.*architectures differ"):
+        train_run(wider, tmp_path / "wider", dataset=digits, quiet=True)
 
 
 # --- analyses on a trained run through the CLI ---------------------------------------------------

@@ -73,11 +73,13 @@ class InitFrom(Callback):
             raise RobustlabError(f"init_from: run {self.run!r} has no checkpoint (train it first; a study trains runs in "
                                  f"the order listed): {e}") from None
         weights = {k: v for k, v in ckpt.load_weights(stem).items() if k.startswith(self.prefixes)}
+        if not weights:
+            raise RobustlabError(f"init_from {stem}: no weights start with {', '.join(self.prefixes)}.")
         own = trainer.model.state_dict()
         bad = [k for k in weights if k not in own or own[k].shape != weights[k].shape]
-        if not weights or bad:
-            raise RobustlabError(f"init_from {stem}: {'no weights start with ' + repr(self.prefixes) if not weights else ''}"
-                                 f"{'weights missing or mis-shaped in this model: ' + ', '.join(bad[:5]) if bad else ''}.")
+        if bad:
+            raise RobustlabError(f"init_from {stem}: weights missing or of another shape in this model: {', '.join(bad[:5])}; "
+                                 f"the two runs' architectures differ.")
         with torch.no_grad():
             for k, v in weights.items():
                 own[k].copy_(v)

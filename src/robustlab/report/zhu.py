@@ -15,6 +15,8 @@ import json
 import math
 from typing import Any
 
+import numpy as np
+
 from .. import methods
 from ..analysis import ANALYSES, AnalysisContext
 from ..analysis.saliency import alignment, background_share, first_per_class, input_gradients, saliency_grid
@@ -55,14 +57,19 @@ def _vulnerability(ctx: StudyContext, record: RunRecord, options: dict[str, Any]
     return ctx.cached(record, key, compute)
 
 
-def _verdict(a: float, b: float, n: int) -> str:
-    """'higher' / 'lower' when |a − b| exceeds two binomial standard errors of the difference, else 'within noise of'."""
-    se = math.sqrt(max(a * (1 - a) + b * (1 - b), 1e-12) / n)
-    if a - b > 2 * se:
-        return "higher than"
-    if b - a > 2 * se:
-        return "lower than"
-    return "within noise (2 s.e.) of"
+def _correct(record: RunRecord, worst: bool) -> np.ndarray:
+    """Per test sample: correct on the clean input, or (worst) robust to every attack of the suite."""
+    per = record.eval.per_sample
+    return np.logical_and.reduce(list(per.values())) if worst else per["clean"]
+
+
+def _verdict(a: RunRecord, b: RunRecord, worst: bool) -> str:
+    """How run a compares with run b on the same test points: 'higher than' / 'lower than' when the mean
+    paired difference exceeds two of its standard errors, else 'within noise (2 s.e.) of'; with the difference."""
+    d = _correct(a, worst).astype(float) - _correct(b, worst).astype(float)
+    se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else 0.0
+    word = "higher than" if d.mean() > 2 * se else "lower than" if d.mean() < -2 * se else "within noise (2 s.e.) of"
+    return f"{word} ({100 * d.mean():+.1f} ± {100 * se:.1f} points)"
 
 
 @SECTIONS.register("zhu")
@@ -110,25 +117,24 @@ def _downstream_table(ctx: StudyContext, encoders: dict[str, RunRecord], downstr
     for r in end_to_end:
         lines.append(f"| end-to-end supervised | {r.config.method.name} | `{r.label}` | {_pct(r.eval.clean)} | "
                      f"{_pct(r.eval.attacks.get(pgd))} | {_pct(r.eval.attacks.get(cw))} | {_pct(r.eval.worst_case)} |")
-    lines += ["", "**Against the paper's claims** (a difference counts only beyond two binomial standard errors of the "
-              "difference on this test set; one training seed per run):", ""]
+    lines += ["", "**Against the paper's claims** (a difference counts only beyond two standard errors of the paired "
+              "per-sample difference on this test set; one training seed per run, so the spread across seeds is not in it):", ""]
     for kind in sorted({k for _, k in cells}):
         base, rob = cells.get(("mi", kind)), cells.get(("wcmi", kind))
         if base is None or rob is None:
             continue
-        adv = _verdict(rob.eval.worst_case, base.eval.worst_case, n)
-        nat = _verdict(rob.eval.clean, base.eval.clean, n)
+        adv, nat = _verdict(rob, base, worst=True), _verdict(rob, base, worst=False)
         lines.append(f"- {kind} downstream: the robust representation's adversarial (worst-case) accuracy "
                      f"{_pct(rob.eval.worst_case)}% is **{adv}** the baseline representation's {_pct(base.eval.worst_case)}% "
                      f"(paper: higher); its natural accuracy {_pct(rob.eval.clean)}% is {nat} {_pct(base.eval.clean)}% (paper: higher)."
-                     + ("" if adv == "higher than" else " **The paper's claim does not reproduce here.**"))
+                     + ("" if adv.startswith("higher") else " **The paper's claim does not reproduce here.**"))
     robust = [r for (rep, kind), r in cells.items() if rep == "wcmi" and kind.startswith("robust")]
     rob = max(robust, key=lambda r: r.eval.worst_case, default=None)
     for r in end_to_end:
         if rob is not None and r.config.method.name != "standard":
             lines.append(f"- robust representation + robust downstream (`{rob.label}`) {_pct(rob.eval.worst_case)}% vs the end-to-end "
                          f"adversarially trained `{r.label}` of the same architecture {_pct(r.eval.worst_case)}% "
-                         f"(paper, CIFAR-10: ≈31%, \"comparable\"): {_verdict(rob.eval.worst_case, r.eval.worst_case, n)} it.")
+                         f"(paper, CIFAR-10: ≈31%, \"comparable\"): {_verdict(rob, r, worst=True)} it.")
     return lines + [""]
 
 
