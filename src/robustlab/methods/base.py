@@ -47,6 +47,11 @@ class Method(nn.Module):
         self.threat = ThreatModel.parse(threat) if threat is not None else None
         self.train_attack: PGD | None = None
 
+    def build_parts(self, model: nn.Module, dataset) -> None:
+        """Called by the Trainer before it builds the optimizer: create trainable parts whose shapes
+        depend on the model or the data (e.g. a critic over the representation), so that they are
+        optimised, checkpointed and resumed with the model. The default does nothing."""
+
     def setup(self, trainer) -> None:
         """Called by the Trainer once before the first step (also on resume), e.g. to read the dataset's
         class names or prepare a frozen auxiliary model. The default does nothing."""
