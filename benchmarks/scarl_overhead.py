@@ -13,6 +13,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ def compare(name: str, model_fn, x, y, class_names, threat: str, attack_steps: i
         options = {"vectors": vectors} if kind == "scarl" else {}
         method = methods.create(kind, threat=threat, attack_steps=attack_steps, **options)
         if kind == "scarl":
-            method.prepare(class_names, model.feature_dim)
+            method.build_parts(model, SimpleNamespace(class_names=class_names))
         method.train()
         opt = torch.optim.SGD(list(model.parameters()) + list(method.parameters()), lr=0.01, momentum=0.9)
         step_time(model, method, x, y, opt, 1)  # warm-up

@@ -1,6 +1,7 @@
 """SCARL's objective (structure term, MI term, bank, heads) and FGSM adversarial training."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ def _vectors_file(tmp_path, k=K, d=12):
 def _setup(tmp_path, **options):
     model = models.create("small_cnn", K, 1, 8, width=4, hidden=16)
     method = methods.create("scarl", threat="linf:0.1", vectors=_vectors_file(tmp_path), attack_steps=2, **options)
-    method.prepare([str(i) for i in range(K)], model.feature_dim, seed=0)
+    method.build_parts(model, SimpleNamespace(class_names=[str(i) for i in range(K)]))
     return model, method
 
 
@@ -105,8 +106,9 @@ def test_ramp_class_means_and_resume_state(tmp_path):
     method.loss(model, torch.rand(8, 1, 8, 8), torch.arange(8), StepContext(generator=torch.Generator()))
     state = method.state_dict()
     resumed = methods.create("scarl", threat="linf:0.1", vectors=_vectors_file(tmp_path), attack_steps=2)
-    resumed.load_state_dict(state)  # the Trainer loads the state before setup
-    resumed.prepare([str(i) for i in range(K)], model.feature_dim, seed=123)
+    torch.manual_seed(123)  # different initial heads: the loaded state must replace them
+    resumed.build_parts(model, SimpleNamespace(class_names=[str(i) for i in range(K)]))  # the Trainer builds, then loads
+    resumed.load_state_dict(state)
     for key, value in method.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
 

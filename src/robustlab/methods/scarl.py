@@ -29,7 +29,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parameter import is_lazy
 
 from ..errors import RobustlabError
 from .base import Method, accuracy, pgd_for_training
@@ -42,10 +41,9 @@ def ramp(epoch: int, num_epochs: int, rate: float = 5.0) -> float:
     return math.exp(-rate * (1.0 - epoch / max(1, num_epochs)) ** 2)
 
 
-def projection_head(hidden: int, out: int, in_features: int | None = None) -> nn.Sequential:
-    """SCARL's head: Linear(in, hidden) -> BN1d -> ReLU -> Linear(hidden, out); lazy `in` when None."""
-    first = nn.LazyLinear(hidden) if in_features is None else nn.Linear(in_features, hidden)
-    return nn.Sequential(first, nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out))
+def projection_head(in_features: int, hidden: int, out: int) -> nn.Sequential:
+    """SCARL's head: Linear(in, hidden) -> BN1d -> ReLU -> Linear(hidden, out)."""
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out))
 
 
 def class_means(z: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,46 +150,29 @@ class SCARL(Method):
         self.vectors, self.beta, self.mi_weight, self.mi_form = vectors, beta, mi_weight, mi_form
         self.temperature, self.mi_c, self.ramp_rate = temperature, mi_c, ramp_rate
         self.structure_weight, self.distance_weight, self.angle_weight = structure_weight, distance_weight, angle_weight
-        self.proj_hidden = proj_hidden
-        # input widths are known only in `setup`, but the Trainer builds its optimizer from method.parameters()
-        # before that: lazy first layers (same Parameter objects once materialised)
-        self.image_head = projection_head(proj_hidden, proj_dim)
-        self.text_head = projection_head(proj_hidden, proj_dim)
-        self.register_buffer("bank", torch.empty(0, proj_dim))  # K×proj_dim, sized in `prepare` or by a loaded state
-        self.register_buffer("words", torch.empty(0), persistent=False)  # K×D_w, frozen
+        self.proj_hidden, self.proj_dim = proj_hidden, proj_dim
+        self.image_head: nn.Module | None = None  # built in build_parts, once the widths are known
+        self.text_head: nn.Module | None = None
+        self.register_buffer("bank", torch.empty(0, proj_dim))  # K×proj_dim teacher nodes
+        self.register_buffer("words", torch.empty(0), persistent=False)  # K×D_w frozen class vectors
         self.train_attack = pgd_for_training(self.threat, loss="kl", steps=attack_steps, step=attack_step, start=attack_start,
                                              sigma=attack_sigma, mode=attack_mode)
 
-    def setup(self, trainer) -> None:
-        self.prepare(trainer.dataset.class_names, trainer.model.feature_dim, seed=trainer.cfg.seed,
-                     device=next(trainer.model.parameters()).device)
+    def build_parts(self, model, dataset) -> None:
+        """Load the class word vectors and build the heads and the bank for the model's feature width.
 
-    def prepare(self, class_names: list[str], feature_dim: int, *, seed: int = 0, device: torch.device | str = "cpu") -> None:
-        """Load the class word vectors; on a fresh run, initialise the heads and the bank from `seed`."""
-        self.words = self._load_vectors(class_names).to(device)
-        k, d = len(class_names), self.bank.shape[1]
-        if is_lazy(self.image_head[0].weight):  # a fresh run; a resumed one has loaded heads and bank from its state
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed + 7919)
-                for head, width in ((self.image_head, feature_dim), (self.text_head, self.words.shape[1])):
-                    head.load_state_dict(projection_head(self.proj_hidden, d, width).state_dict())  # materialises the lazy Linear
-                bound = 1.0 / math.sqrt(d / 3.0)  # the code's uniform init of the bank, ±1/sqrt(d/3)
-                self.bank = (torch.rand(k, d) * 2 - 1) * bound
-        if self.bank.shape[0] != k or self.text_head[0].weight.shape[1] != self.words.shape[1]:
-            raise RobustlabError(f"scarl: the saved state has {self.bank.shape[0]} classes / {self.text_head[0].weight.shape[1]}-d "
-                                 f"vectors, the data {k} classes / {self.words.shape[1]}-d vectors ({self.vectors}).")
-        self.to(device)
+        The Trainer calls this before it builds the optimizer, with the run's seed; a resumed run then
+        loads the trained heads and bank from its state."""
+        self.words = self._load_vectors(list(dataset.class_names))
+        self.image_head = projection_head(model.feature_dim, self.proj_hidden, self.proj_dim)
+        self.text_head = projection_head(self.words.shape[1], self.proj_hidden, self.proj_dim)
+        bound = 1.0 / math.sqrt(self.proj_dim / 3.0)  # the code's uniform init of the bank, ±1/sqrt(d/3)
+        self.bank = (torch.rand(len(dataset.class_names), self.proj_dim) * 2 - 1) * bound
 
     def _load_vectors(self, class_names: list[str]) -> torch.Tensor:
         from ..semantic import class_vectors
 
         return class_vectors(self.vectors, class_names)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        key = prefix + "bank"
-        if key in state_dict and state_dict[key].shape != self.bank.shape:
-            self.bank = torch.empty_like(state_dict[key], device=self.bank.device)  # resume before `prepare`
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def mutual_information(self, v: torch.Tensor, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.mi_form == "infonce":
@@ -199,8 +180,8 @@ class SCARL(Method):
         return mi_scarl_code(v, u, y, self.temperature, self.mi_c)
 
     def loss(self, model, x, y, ctx):
-        if self.words.numel() == 0:
-            raise RuntimeError("scarl: call setup(trainer) or prepare(class_names, feature_dim) before training")
+        if self.image_head is None:
+            raise RobustlabError("scarl: the heads are built by build_parts(model, dataset), which the Trainer calls.")
         x_adv = self.adversarial(model, x, y, ctx)
         logits = model(x)
         h_adv = model.forward_features(x_adv)
