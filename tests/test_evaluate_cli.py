@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustlab import data, models
+from robustlab import data
 from robustlab.cli import main
 from robustlab.config import make_run_config
 from robustlab.evaluate import EvalResult, evaluate, markdown_table

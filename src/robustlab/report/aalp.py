@@ -22,7 +22,7 @@ from ..analysis.gradcam import active_area, adversarial_cams, plot_gradcam_grid
 from ..attacks import build as build_attack
 from ..evaluate import markdown_table
 from ..methods import METHODS
-from .context import RunRecord, StudyContext
+from .context import RunRecord, StudyContext, paired_difference
 from .sections import SECTIONS
 
 TABLE2 = ("standard", "pgd_at", "alp", "trades", "aalp_gd", "aalp_sw", "aalp")
@@ -60,9 +60,7 @@ def _compare(delta: float, se: float) -> str:
 
 def _paired(a: np.ndarray, b: np.ndarray) -> str:
     """mean(b) − mean(a) in points for 0/1 outcomes on the same points, with the paired standard error."""
-    d = np.asarray(b, float) - np.asarray(a, float)
-    se = 100 * float(d.std(ddof=1)) / math.sqrt(d.size) if d.size > 1 else 0.0
-    return _compare(100 * float(d.mean()), se)
+    return _compare(*paired_difference(b, a))
 
 
 def _outcomes(record: RunRecord, col: str) -> np.ndarray | None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..config import RunConfig, StudyConfig
@@ -94,6 +97,26 @@ class StudyContext:
         path.write_text(json.dumps(result, indent=2))
         return result
 
+    def analysis(self, record: RunRecord, name: str, **options: Any) -> dict[str, Any]:
+        """A registered analysis (robustlab.analysis.ANALYSES) of the run's selected model, cached per options."""
+        from ..analysis import ANALYSES, AnalysisContext
+
+        key = f"{name}_" + hashlib.sha256(json_key(options).encode()).hexdigest()[:10]
+
+        def compute() -> dict[str, Any]:
+            actx = AnalysisContext(self.model(record), self.dataset(record), record.config.threat_model, record.run_dir,
+                                   record.meta, self.device, quiet=self.quiet)
+            return ANALYSES.create(name, actx, **options)
+
+        return self.cached(record, key, compute)
+
 
 def json_key(d: Any) -> str:
     return json.dumps(d, sort_keys=True, default=str)
+
+
+def paired_difference(a: Any, b: Any) -> tuple[float, float]:
+    """For per-sample outcomes of two models on the same points: mean(a − b) and its standard error, in points."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    se = float(d.std(ddof=1)) / math.sqrt(d.size) if d.size > 1 else 0.0
+    return 100 * float(d.mean()), 100 * se

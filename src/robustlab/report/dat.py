@@ -14,7 +14,7 @@ import torch
 from .. import corruptions as C
 from ..corruptions.metrics import mce
 from . import plots
-from .context import RunRecord, StudyContext
+from .context import RunRecord, StudyContext, paired_difference
 from .sections import SECTIONS
 
 
@@ -81,8 +81,7 @@ def _fmt(v: float, digits: int = 1) -> str:
 
 def _paired_noise(a: Any, b: Any) -> float:
     """Two standard errors (in points) of the mean of the paired per-image differences a_i − b_i."""
-    d = torch.as_tensor(a, dtype=torch.float64) - torch.as_tensor(b, dtype=torch.float64)
-    return 100 * 2 * float(d.std()) / math.sqrt(len(d))
+    return 2 * paired_difference(a, b)[1]
 
 
 def _direction(delta: float, noise: float, up: str, down: str) -> str:

@@ -3,30 +3,16 @@ class-similarity heatmaps (Fig. 2), with what our runs say about the paper's cla
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import numpy as np
 
-from ..analysis import ANALYSES, AnalysisContext
 from ..analysis.cca import run_vectors
-from ..analysis.similarity import heatmaps, offdiagonal_spearman
+from ..analysis.similarity import heatmaps
 from ..evaluate import markdown_table
 from . import plots
-from .context import RunRecord, StudyContext
+from .context import StudyContext
 from .sections import SECTIONS
-
-
-def _analysis(ctx: StudyContext, record: RunRecord, name: str, **options: Any) -> dict[str, Any]:
-    key = f"{name}_" + hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
-
-    def compute() -> dict[str, Any]:
-        actx = AnalysisContext(ctx.model(record), ctx.dataset(record), record.config.threat_model, record.run_dir,
-                               record.meta, ctx.device, quiet=ctx.quiet)
-        return ANALYSES.create(name, actx, figure=False, **options)
-
-    return ctx.cached(record, key, compute)
 
 
 def _spearman(a: list[float], b: list[float]) -> float:
@@ -92,7 +78,7 @@ def scarl_section(ctx: StudyContext, models: list[str] = ("standard", "fgsm_at",
                   "(docs/scarl.md gives the spread we measured on digits).", ""]
 
     opts = {"vectors": spec, "n": n, "dim": dim, "reg": reg, "attack": attack}
-    cca = {r.label: _analysis(ctx, r, "cca", **opts) for r in records}
+    cca = {r.label: ctx.analysis(r, "cca", figure=False, **opts) for r in records}
     first = next(iter(cca.values()))
     lines += ["### CCA of visual features and class word vectors (Fig. 1)", "",
               f"{first['n']} seeded {first['split']} images (the paper uses 500; fewer when the split is smaller), "
@@ -112,7 +98,7 @@ def scarl_section(ctx: StudyContext, models: list[str] = ("standard", "fgsm_at",
     _cca_figure(cca, path)
     lines += ["", f"![CCA natural vs adversarial]({rel})", ""]
 
-    sims = {r.label: _analysis(ctx, r, "similarity", vectors=spec) for r in records}
+    sims = {r.label: ctx.analysis(r, "similarity", figure=False, vectors=spec) for r in records}
     words = np.array(next(iter(sims.values()))["words"])
     path, rel = ctx.figure("scarl_similarity.png")
     panels = {f"{label} (ρ={s['spearman']:.2f})": np.array(s["model"]) for label, s in sims.items()}

@@ -8,13 +8,9 @@ analyses at its selected checkpoint (cached in its analysis/ directory under a k
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-from typing import Any
 
-from ..analysis import ANALYSES, AnalysisContext
 from . import plots
 from .context import RunRecord, StudyContext
 from .sections import SECTIONS
@@ -22,17 +18,6 @@ from .sections import SECTIONS
 PAPER_CAPACITY = {  # Shi et al. table (CIFAR-10, TRADES; accuracy %), algorithms.md §4.4
     "VGG13 pure linear": (35.14, 17.06, 13.94), "VGG13 half linear": (70.48, 38.52, 34.12),
     "VGG13 normal": (72.36, 42.29, 38.96), "resnet20x1": (72.88, 44.94, 41.49), "resnet32x10": (79.45, 49.52, 47.67)}
-
-
-def _analysis(ctx: StudyContext, record: RunRecord, name: str, options: dict[str, Any]) -> dict[str, Any]:
-    key = f"shi_{name}_" + hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
-
-    def compute() -> dict[str, Any]:
-        actx = AnalysisContext(ctx.model(record), ctx.dataset(record), record.config.threat_model, record.run_dir,
-                               record.meta, ctx.device, seed=0, quiet=ctx.quiet)
-        return ANALYSES.create(name, actx, **options)
-
-    return ctx.cached(record, key, compute)
 
 
 def _num(v: float) -> str:
@@ -71,8 +56,8 @@ def shi_section(ctx: StudyContext, capacity_group: str = "shi_capacity", fisher_
     if tracked:
         lines += _tracking(ctx, tracked, claims)
     analysed = tracked + [r for r in capacity if r not in tracked]
-    fisher = {r.label: _analysis(ctx, r, "fisher", {"n": fisher_n, "eps": list(eps)}) for r in analysed}
-    cckl = {r.label: _analysis(ctx, r, "cckl", {"anchors": anchors, "partners": partners}) for r in analysed}
+    fisher = {r.label: ctx.analysis(r, "fisher", n=fisher_n, eps=list(eps)) for r in analysed}
+    cckl = {r.label: ctx.analysis(r, "cckl", anchors=anchors, partners=partners) for r in analysed}
     lines += _decomposition(analysed, fisher, cckl)
     lines += ["Per-pair KL against ½ΔᵀFΔ (figures of the `cckl` analysis): " + ", ".join(
         f"[{r.label}]({os.path.relpath(r.run_dir / 'figures' / 'cckl_pairs.png', ctx.out_dir)})" for r in analysed) + ".", ""]

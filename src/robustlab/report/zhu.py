@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,7 @@ import numpy as np
 from .. import methods
 from ..analysis import ANALYSES, AnalysisContext
 from ..analysis.saliency import alignment, background_share, first_per_class, input_gradients, saliency_grid
-from .context import RunRecord, StudyContext
+from .context import RunRecord, StudyContext, paired_difference
 from .sections import SECTIONS
 
 REPS = {"mi": "baseline (MI)", "wcmi": "robust (worst-case MI)"}
@@ -66,10 +65,9 @@ def _correct(record: RunRecord, worst: bool) -> np.ndarray:
 def _verdict(a: RunRecord, b: RunRecord, worst: bool) -> str:
     """How run a compares with run b on the same test points: 'higher than' / 'lower than' when the mean
     paired difference exceeds two of its standard errors, else 'within noise (2 s.e.) of'; with the difference."""
-    d = _correct(a, worst).astype(float) - _correct(b, worst).astype(float)
-    se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else 0.0
-    word = "higher than" if d.mean() > 2 * se else "lower than" if d.mean() < -2 * se else "within noise (2 s.e.) of"
-    return f"{word} ({100 * d.mean():+.1f} ± {100 * se:.1f} points)"
+    mean, se = paired_difference(_correct(a, worst), _correct(b, worst))
+    word = "higher than" if mean > 2 * se else "lower than" if mean < -2 * se else "within noise (2 s.e.) of"
+    return f"{word} ({mean:+.1f} ± {se:.1f} points)"
 
 
 @SECTIONS.register("zhu")
