@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustlab.distributed import World
 from robustlab import data, methods, models
 from robustlab.attacks.discrete import DiscreteAdversarial, straight_through
 from robustlab.config import make_run_config
@@ -140,7 +141,7 @@ def test_dat_run_trains_its_vq_and_setup_reuses_it(tmp_path):
     stamp = (run / "vq.safetensors").stat().st_mtime_ns
 
     class FakeTrainer:
-        dataset, device, quiet, run_dir = ds, torch.device("cpu"), True, run
+        dataset, device, quiet, run_dir, world = ds, torch.device("cpu"), True, run, World()
 
     method = methods.create("dat", threat="linf:0.2", vq=TINY_VQ)
     method.setup(FakeTrainer)  # what a resumed run does: the stored VQ is loaded, not retrained
@@ -159,7 +160,7 @@ def test_dat_with_a_vq_path_and_a_mismatched_vq(tmp_path):
     method = methods.create("dat", threat="linf:0.2", vq=str(tmp_path))
 
     class FakeTrainer:
-        dataset, device, quiet, run_dir = ds, torch.device("cpu"), True, tmp_path
+        dataset, device, quiet, run_dir, world = ds, torch.device("cpu"), True, tmp_path, World()
 
     method.setup(FakeTrainer)
     x = ds.test.x[:4]

@@ -141,6 +141,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = make_run_config(data)
     out = Path(args.out) if args.out else Path("runs/train") / f"{cfg.dataset.name}-{cfg.model.name}-{cfg.method.name}"
     result = train_run(cfg, out, resume=args.resume, data_root=args.data_root, quiet=args.quiet, device=args.device)
+    if not _is_main_process():
+        return 0
     print(f"trained {out}: selected epoch {result.best_epoch}, " + ", ".join(
         f"{k} {v:.4f}" for k, v in result.best_metrics.items() if k.startswith("val_")))
     if args.eval:
@@ -151,6 +153,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         res = evaluate_run(cfg, out, data_root=args.data_root, device=resolve_device(args.device or cfg.device), quiet=args.quiet)
         print_table({out.name: res})
     return 0
+
+
+def _is_main_process() -> bool:
+    """False on the ranks > 0 of a torchrun launch (they print nothing)."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -98,6 +98,7 @@ class TrainConfig(Strict):
     grad_clip: float | None = Field(None, gt=0)
     select: SelectConfig = Field(default_factory=SelectConfig)
     seed: int = 0
+    ddp_find_unused: bool = False  # DistributedDataParallel(find_unused_parameters=...), for methods that skip parameters
 
 
 class EvalConfig(Strict):

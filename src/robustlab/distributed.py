@@ -82,6 +82,22 @@ class World:
         dist.all_gather(out, padded)
         return [o[: int(s.item())] for o, s in zip(out, sizes)]
 
+    def average_gradients(self, params) -> None:
+        """Average .grad over ranks, for trainable parts outside the DDP-wrapped model (a method's heads or
+        critic, which it calls on features rather than through the model's forward)."""
+        if not self.distributed:
+            return
+        for p in params:
+            if p.grad is not None:
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                p.grad.div_(self.size)
+
+    def broadcast_parameters(self, module: torch.nn.Module) -> None:
+        """Rank 0's parameters and buffers to every rank (for the parts DDP does not own)."""
+        if self.distributed:
+            for t in list(module.parameters()) + list(module.buffers()):
+                dist.broadcast(t.data, src=0)
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
@@ -93,6 +109,61 @@ class World:
     def shard(self, x: torch.Tensor) -> torch.Tensor:
         """This rank's contiguous part of a global batch (parts differ in size by at most one)."""
         return torch.tensor_split(x, self.size)[self.rank] if self.distributed else x
+
+
+class _Parts(torch.nn.Module):
+    """The model behind one forward: `forward(inp, part)` reaches its logits, features, head or spatial
+    map, so every call a method makes goes through DDP."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inp: torch.Tensor, part: str = "logits") -> torch.Tensor:
+        if part == "features":
+            return self.model.forward_features(inp)
+        if part == "head":
+            return self.model.forward_head(inp)
+        if part == "map":
+            return self.model.forward_map(inp)
+        return self.model(inp)
+
+
+class DistributedModel(torch.nn.Module):
+    """What a method sees in a distributed run: the model's interface, every call through DDP.
+
+    Attacks reach the plain model through `.module` (see `unwrap`): they take no parameter gradients
+    and must not trigger DDP's collectives."""
+
+    def __init__(self, ddp: torch.nn.parallel.DistributedDataParallel, model: torch.nn.Module):
+        super().__init__()
+        self.ddp = ddp
+        object.__setattr__(self, "module", model)  # not a submodule: the parameters are the DDP's
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ddp(x, "logits")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ddp(x, "features")
+
+    def forward_head(self, z: torch.Tensor) -> torch.Tensor:
+        return self.ddp(z, "head")
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ddp(x, "map")
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["module"], name)  # num_classes, feature_dim, arch, ...
+
+
+def ddp_wrap(model: torch.nn.Module, device: torch.device, find_unused: bool = False) -> DistributedModel:
+    """Wrap the model in DistributedDataParallel (parameters and buffers broadcast from rank 0)."""
+    ids = [device.index] if device.type == "cuda" else None
+    ddp = torch.nn.parallel.DistributedDataParallel(_Parts(model), device_ids=ids, find_unused_parameters=find_unused)
+    return DistributedModel(ddp, model)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -23,6 +23,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from .attacks import build as build_attack
 from .config import RunConfig, TrainConfig, dump_yaml
+from .distributed import World, ddp_wrap
 from .data import AugmentSpec, ImageDataset, batches, num_batches
 from .errors import RobustlabError, TrainingDiverged
 from .methods import Method, StepContext
@@ -156,8 +157,10 @@ class Trainer:
         meta: dict[str, Any] | None = None,
         device: torch.device | str = "cpu",
         quiet: bool = False,
+        world: World | None = None,
     ):
         self.device = torch.device(device)
+        self.world = world or World()
         with torch.random.fork_rng(devices=[]):  # parts a method builds (e.g. a critic) follow the run's seed
             torch.manual_seed(train_cfg.seed)
             method.build_parts(model, dataset)
@@ -169,7 +172,7 @@ class Trainer:
         self.threat = threat or method.threat
         self.callbacks = list(callbacks)
         self.meta = dict(meta or {})
-        self.quiet = quiet
+        self.quiet = quiet or not self.world.is_main
         self.train_split = dataset.train.to(self.device)
         self.val_split = dataset.val.head(train_cfg.select.max_samples).to(self.device)
         self.augment = self._augment_spec()
@@ -177,8 +180,11 @@ class Trainer:
         params = list(self.model.parameters()) + list(self.method.parameters())
         self.optimizer = make_optimizer(params, train_cfg)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self.data_gen = torch.Generator().manual_seed(train_cfg.seed)
-        self.attack_gen = torch.Generator(device=self.device).manual_seed(train_cfg.seed + 1)
+        # re-seeded at the start of every epoch from (seed, epoch, rank): a resumed run draws exactly what
+        # the uninterrupted one would have, and no generator state needs saving
+        self.data_gen = torch.Generator()
+        self.attack_gen = torch.Generator(device=self.device)
+        self.net: nn.Module = self.model  # what methods call; a DDP proxy once fit() starts in a distributed run
         self.select_by = self._selection()
         if self.select_by == "robust" and (self.threat is None or self.threat.eps <= 0):
             raise RobustlabError("select.by=robust needs a threat model with eps > 0.")
@@ -215,10 +221,6 @@ class Trainer:
             "model": self.model.state_dict(),
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "data_gen": self.data_gen.get_state(),
-            "attack_gen": self.attack_gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "history": json.dumps(self.history),
             "best": json.dumps(self.best),
         }
@@ -227,11 +229,6 @@ class Trainer:
         ckpt.load_state_dict_checked(self.model, state["model"], f"{self.run_dir / ckpt.STATE_FILE} (model)")
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.data_gen.set_state(state["data_gen"])
-        self.attack_gen.set_state(state["attack_gen"])
-        torch.set_rng_state(state["torch_rng"])
-        if self.device.type == "cuda" and state["cuda_rng"]:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.epoch = int(state["epoch"])
         self.history = json.loads(state["history"])
         self.best = json.loads(state["best"])
@@ -243,20 +240,26 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Clean and (if a threat model is set) PGD accuracy on the validation split."""
+        """Clean and (if a threat model is set) PGD accuracy on the validation split.
+
+        Batches are shared round-robin between ranks and each batch's attack noise is seeded by its
+        index, so the result is the same for any number of processes."""
         was = self.model.training
         self.model.eval()
         out: dict[str, float] = {}
         if len(self.val_split) == 0:
             return out
-        correct = robust = 0
-        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 2)  # same attack noise every epoch
-        for x, y in batches(self.val_split, 512):
+        counts = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for b, (x, y) in enumerate(batches(self.val_split, 512)):
+            if not self.world.mine(b):
+                continue
             pred = self.model(x).argmax(1)
-            correct += int((pred == y).sum())
+            counts[0] += (pred == y).sum()
             if self.select_attack is not None:
+                gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + 2 + b)
                 res = self.select_attack.run(self.model, x, y, generator=gen)
-                robust += int((~res.success & (pred == y)).sum())
+                counts[1] += (~res.success & (pred == y)).sum()
+        correct, robust = self.world.all_reduce_sum(counts).tolist()
         n = len(self.val_split)
         out["val_clean"] = correct / n
         if self.select_attack is not None:
@@ -282,11 +285,12 @@ class Trainer:
             self._log(f"resuming {self.run_dir} after epoch {self.epoch}/{self.cfg.epochs}")
         elif not resume and state_path.exists():
             raise RobustlabError(f"{self.run_dir} already holds a training state; pass --resume to continue it, or choose another run directory.")
-        else:
-            torch.manual_seed(self.cfg.seed + 3)  # layers that draw from the global RNG (dropout); saved for resume
         self.method.setup(self)
         for cb in self.callbacks:
             cb.on_train_start(self)
+        if self.world.distributed:  # after anything that sets weights (resume, init_from): all start from rank 0's
+            self.net = ddp_wrap(self.model, self.device, self.cfg.ddp_find_unused or self.method.ddp_find_unused)
+            self.world.broadcast_parameters(self.method)
         with TrainProgress(self.cfg.epochs, self.steps_per_epoch, disable=self.quiet) as progress:
             while self.epoch < self.cfg.epochs:
                 record = self._train_epoch(progress)
@@ -304,22 +308,32 @@ class Trainer:
         assert self.best is not None
         return TrainResult(self.run_dir, self.best["epoch"], self.best, self.history)
 
+    def _seed_epoch(self) -> None:
+        e, r, seed = self.epoch, self.world.rank, self.cfg.seed
+        self.data_gen.manual_seed(seed * 1_000_003 + e)  # the same permutation and augmentation on every rank
+        self.attack_gen.manual_seed(seed * 1_000_003 + 7919 * (r + 1) + e)
+        torch.manual_seed(seed * 1_000_003 + 104_729 * (r + 1) + e)  # layers that draw from the global RNG (dropout)
+
     def _train_epoch(self, progress: TrainProgress) -> dict[str, Any]:
         self.model.train()
         self.method.train()
+        self._seed_epoch()
         sums: dict[str, float] = {}
         seen = 0
         t0 = time.perf_counter()
         progress.start_epoch(self.epoch)
         for i, (x, y) in enumerate(batches(self.train_split, self.cfg.batch_size, shuffle=True, generator=self.data_gen,
                                            augment=self.augment, device=self.device)):
+            if x.shape[0] < self.world.size:
+                continue  # a last batch too small to give every rank a sample (the same on all ranks)
+            x, y = self.world.shard(x), self.world.shard(y)
             step = self.epoch * self.steps_per_epoch + i
             factor = lr_factor(self.cfg, step, self.steps_per_epoch)
             for g, lr in zip(self.optimizer.param_groups, self.base_lrs):
                 g["lr"] = lr * factor
             ctx = StepContext(self.epoch, self.cfg.epochs, step, self.steps_per_epoch, self.attack_gen)
-            loss, stats = self.method.loss(self.model, x, y, ctx)
-            if not torch.isfinite(loss):
+            loss, stats = self.method.loss(self.net, x, y, ctx)
+            if not self.world.all_true(bool(torch.isfinite(loss)), self.device):
                 raise TrainingDiverged(
                     f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step {i + 1} "
                     f"(method {self.method.name}, lr {self.base_lrs[0] * factor:.3g}). Training stopped; the last good "
@@ -327,6 +341,7 @@ class Trainer:
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            self.world.average_gradients(self.method.parameters())  # the model's are averaged by DDP
             if self.cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.optimizer.step()
@@ -335,15 +350,23 @@ class Trainer:
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
             progress.step({k: v / seen for k, v in sums.items()})
+        if self.world.distributed:  # sample-weighted means over all ranks
+            keys = sorted(sums)
+            total = self.world.all_reduce_sum(torch.tensor([sums[k] for k in keys] + [seen], dtype=torch.float64, device=self.device))
+            sums, seen = dict(zip(keys, total[:-1].tolist())), int(total[-1])
         record: dict[str, Any] = {f"train_{k}": v / max(1, seen) for k, v in sums.items()}
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         record["time_s"] = time.perf_counter() - t0
         return record
 
     def _save(self, record: dict[str, Any]) -> None:
-        improved = self.best is None or ("val_clean" in record and self._score(record) > self._score(self.best))
-        if self.select_by == "last" or improved:
+        new_best = self.select_by == "last" or self.best is None or (
+            "val_clean" in record and self._score(record) > self._score(self.best))
+        if new_best:
             self.best = dict(record)
+        if not self.world.is_main:  # every rank keeps the same history and best; only rank 0 writes
+            return
+        if new_best:
             ckpt.save_model(self.run_dir / ckpt.MODEL_FILE, self.model, self._checkpoint_meta("best"))
         ckpt.save_model(self.run_dir / ckpt.LAST_FILE, self.model, self._checkpoint_meta("last"))
         ckpt.save_state(self.run_dir / ckpt.STATE_FILE, self._state())
@@ -351,7 +374,8 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def _rewrite_metrics(self) -> None:
-        (self.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        if self.world.is_main:
+            (self.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
 
     def _log(self, msg: str) -> None:
         if not self.quiet:
@@ -385,9 +409,21 @@ def run_meta(cfg: RunConfig, ds: ImageDataset) -> dict[str, Any]:
 
 
 def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_root: str | None = None,
-              dataset: ImageDataset | None = None, quiet: bool = False, device: str | None = None) -> TrainResult:
-    """Train one run from its config into `run_dir` (resuming from its state when `resume`)."""
+              dataset: ImageDataset | None = None, quiet: bool = False, device: str | None = None,
+              world: World | None = None) -> TrainResult:
+    """Train one run from its config into `run_dir` (resuming from its state when `resume`).
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this: they join one process group, each trains
+    on its share of every global batch (`train.batch_size` is the global batch), and rank 0 alone writes.
+    """
     run_dir = Path(run_dir)
+    if world is None:
+        world, dev = World.from_env(device or cfg.device)
+    else:
+        dev = resolve_device(device or cfg.device)
+    if cfg.train.batch_size < world.size:
+        raise RobustlabError(f"train.batch_size={cfg.train.batch_size} is the global batch and must be at least the number "
+                             f"of processes ({world.size}).")
     ds, model, method, callbacks = build_run(cfg, data_root=data_root, dataset=dataset)
     config_path = run_dir / "config.yaml"
     if resume and config_path.exists():
@@ -397,10 +433,12 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data
         if old.fingerprint() != cfg.fingerprint():
             raise RobustlabError(f"{run_dir}: the config differs from the one this run was started with; "
                                  f"resume with the same config, or train into a new run directory.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(dump_yaml(cfg.model_dump(mode="json")))
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(dump_yaml(cfg.model_dump(mode="json")))
+    world.barrier()
     trainer = Trainer(model, method, ds, cfg.train, run_dir, threat=cfg.threat_model, callbacks=callbacks,
-                      meta=run_meta(cfg, ds), device=resolve_device(device or cfg.device), quiet=quiet)
+                      meta=run_meta(cfg, ds), device=dev, quiet=quiet, world=world)
     return trainer.fit(resume=resume)
 
 

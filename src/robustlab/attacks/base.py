@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..data.base import check_images
+from ..distributed import unwrap
 from ..errors import RobustlabError
 from ..threat import ThreatModel
 
@@ -103,12 +104,14 @@ class Attack:
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None) -> AttackResult:
         """Attack the batch; returns x_adv and the per-sample success."""
+        model = unwrap(model)
         k = self._check(model, x, y)
         with model_untouched(model, self.mode):
             x_adv, success = self._run(model, x, y, self.generator_for(x, generator), k, need_success=True)
         return AttackResult(x_adv.detach(), success)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        model = unwrap(model)
         k = self._check(model, x, y)
         with model_untouched(model, self.mode):
             x_adv, _ = self._run(model, x, y, self.generator_for(x, generator), k, need_success=False)

@@ -39,6 +39,9 @@ class Method(nn.Module):
 
     name = "method"
     needs_threat = True
+    # a method that leaves some model parameters unused (e.g. the head, when it trains only the features)
+    # needs DistributedDataParallel(find_unused_parameters=True) in a distributed run
+    ddp_find_unused = False
 
     def __init__(self, threat: ThreatModel | str | None):
         super().__init__()

@@ -78,8 +78,11 @@ class DAT(Method):
         ds = trainer.dataset
         if isinstance(self.vq_source, str):
             vq, _ = load_vq(self.vq_source, self.vqgan_config)
-        else:
-            vq = self._train_or_reuse(trainer)
+        else:  # in a distributed run rank 0 trains (or finds) the VQ and the other ranks load it
+            vq = self._train_or_reuse(trainer) if trainer.world.is_main else None
+            trainer.world.barrier()
+            if vq is None:
+                vq, _ = load_vq(trainer.run_dir / VQ_FILE)
         a = vq.arch
         if a.in_channels != ds.in_channels or ds.input_size % a.factor:
             raise RobustlabError(f"dat: the VQ model takes {a.in_channels}-channel images with sides divisible by {a.factor}; "

@@ -25,6 +25,7 @@ from ..infomax import MIEstimator, make_critic, minimise_mi
 from ..infomax.critics import check_critic_options
 from ..infomax.estimator import check_options
 from ..attacks.base import model_untouched
+from ..distributed import unwrap
 from .base import Method
 from .registry import METHODS
 
@@ -34,6 +35,7 @@ class MIMax(Method):
     """Vanilla MI maximisation: min −Î(x, g(x)) over the encoder g and the critic T."""
 
     name = "mi"
+    ddp_find_unused = True  # unsupervised: the model's head is never used
     needs_threat = False
 
     def __init__(
@@ -111,6 +113,7 @@ class WorstCaseMIMax(MIMax):
                 f"minimiser of it (step {self.attack_step:.4g}, {self.threat}, keep-best)")
 
     def inputs(self, model, x, ctx):
+        model = unwrap(model)  # the attack needs no DDP: no parameter gradients, no collectives
         with model_untouched(model, self.attack_mode):
             x_adv, _ = minimise_mi(model.forward_features, self.estimator, x, self.threat, steps=self.attack_steps,
                                    step=self.attack_step, start=self.attack_start, generator=ctx.generator)
