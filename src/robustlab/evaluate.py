@@ -201,7 +201,7 @@ def evaluate(
     threat = ThreatModel.parse(threat)
     if threat.eps <= 0:
         raise RobustlabError(f"evaluation needs eps > 0; got threat model {threat}.")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else next((p.device for p in model.parameters()), torch.device("cpu"))
     num_classes = num_classes if num_classes is not None else getattr(model, "num_classes", None)
     check_images("evaluate", split.x)
     if num_classes is not None:
