@@ -227,7 +227,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (parents.pop() if len(parents) == 1 else Path(os.path.commonpath([str(p) for p in parents])))
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps(curves, indent=2))
-    plot(curves, out / "robustness_curve.png", title=f"worst-case accuracy under {args.suite}")
+    n = next(iter(curves.values()))["n"]
+    plot(curves, out / "robustness_curve.png", title=f"worst case over suite {args.suite!r}, {n} {args.split} points",
+         mark=threats[0].eps if len({t.eps for t in threats}) == 1 else None)
     for name, c in curves.items():
         print(f"{name}: " + ", ".join(f"{e:.4g}: {100 * a:.1f}%" for e, a in zip(c["eps"], c["worst_case"])))
     print(f"wrote {out / 'robustness_curve.png'} and {out / 'sweep.json'}")

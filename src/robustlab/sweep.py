@@ -62,10 +62,22 @@ def sweep(
     return curve
 
 
-def plot(curves: dict[str, dict[str, Any]], path: Path, title: str = "") -> None:
-    """One line per model: worst-case accuracy (%) against ε."""
+def plot(curves: dict[str, dict[str, Any]], path: Path, title: str = "", mark: float | None = None) -> None:
+    """One line per model: worst-case accuracy (%) against ε, a dotted line at ε = `mark` (the training ε)."""
     from .report import plots
 
-    norm = next(iter(curves.values()))["norm"]
-    series = {name: {"acc": (c["eps"], [100 * a for a in c["worst_case"]])} for name, c in curves.items()}
-    plots.curves(series, [("acc", "robust accuracy (%)")], path, xlabel=f"ε ({norm})", title=title)
+    plt = plots.plt
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for i, (name, c) in enumerate(curves.items()):
+        ax.plot(c["eps"], [100 * a for a in c["worst_case"]], marker="o", ms=3.5, lw=1.6, color=plots.COLORS[i % 10], label=name)
+    if mark is not None:
+        ax.axvline(mark, color="0.5", ls=":", lw=1, label=f"training ε = {mark:g}")
+    ax.set_xlabel(f"ε ({next(iter(curves.values()))['norm']})")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    plots.save(fig, path)

@@ -68,7 +68,8 @@ def robustness(ctx: StudyContext, group: str = "main", title: str = "Robustness 
     key_attacks = [a for a in key_attacks if a is not None]
     bars = {r.label: {"clean": 100 * r.eval.clean, **{a: 100 * r.eval.attacks[a] for a in key_attacks if a in r.eval.attacks},
                       "worst case": 100 * r.eval.worst_case,
-                      **({"AutoAttack": 100 * aa[r.label][0].attacks[aa[r.label][1]]} if aa[r.label] else {})} for r in records}
+                      **({aa_key(aa[r.label][0], r.eval): 100 * aa[r.label][0].attacks[aa[r.label][1]]} if aa[r.label] else {})}
+            for r in records}
     path, rel = ctx.figure(f"robustness_{group}.png")
     plots.grouped_bars(bars, path, title=f"{ctx.study.name}: accuracy under {first.threat}")
     lines += [f"![accuracy per method]({rel})", ""]
@@ -83,6 +84,10 @@ def robustness(ctx: StudyContext, group: str = "main", title: str = "Robustness 
         lines.append(f"| {r.label} | {r.config.method.name} | {r.config.model.name} | {r.meta.get('epoch')} ({r.config.train.epochs}) "
                      f"| {100 * m.get('val_clean', float('nan')):.1f} | {vr} | {t} |")
     return "\n".join(lines) + "\n"
+
+
+def aa_key(result: EvalResult, paper: EvalResult) -> str:
+    return "AutoAttack" if result.n >= paper.n else f"AutoAttack (first {result.n})"
 
 
 def autoattack_table(records, aa) -> str:
