@@ -320,3 +320,21 @@ def test_study_evaluation_of_a_normal_model_autoattack_beside_the_worst_case_and
     aa = extra["autoattack"].per_sample["autoattack"][:40]
     assert aa.mean() <= primary.robust(40).mean()
     assert "at most the paper protocol's worst case" in text
+
+
+@pytest.mark.slow
+def test_autoattack_is_never_above_the_paper_worst_case_on_the_digits_study(tmp_path):
+    """The default study end to end: for every trained model AutoAttack's robust accuracy is at most the
+    paper protocol's per-sample worst case on the same points, and the report says so."""
+    from pathlib import Path
+
+    from robustlab.config import load_study, study_runs
+    from robustlab.study import run_study
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "digits.yaml"
+    report = run_study(config, out_root=tmp_path, quiet=True)
+    for label, _, cfg in study_runs(load_study(config)):
+        run_dir = report.parent / label
+        paper, aa = EvalResult.load(run_dir), EvalResult.load(run_dir, "eval_autoattack")
+        assert aa.per_sample["autoattack"].mean() <= paper.robust(aa.n).mean(), label
+    assert "For every model AutoAttack's robust accuracy is at most the paper protocol's worst case" in report.read_text()

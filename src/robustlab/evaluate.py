@@ -239,32 +239,14 @@ def evaluate(
     with progress_bar(disable=quiet) as bar:
         task = bar.add_task("evaluate", total=len(attacks) * n_batches, info="")
         for label, attack in attacks:
-            first = state.batches.get(label, 0) if state else 0
-            parts = {k: [v] for k, v in state.arrays.items() if k == label or k.startswith(label + ":")} if first else {}
-            elapsed = state.seconds.get(label, 0.0) if first else 0.0
-            bar.update(task, advance=first, info=label)
-            for b, (x, y) in enumerate(batches(target, batch_size)):
-                if b < first:
-                    continue
-                t0 = time.perf_counter()
-                gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + b)
-                res = attack.run(model, x, y, generator=gen)
-                parts.setdefault(label, []).append((~res.success).cpu().numpy())
-                for stage, robust in res.stages.items():
-                    parts.setdefault(f"{label}:{stage}", []).append(robust.cpu().numpy())
-                elapsed += time.perf_counter() - t0
-                if state is not None:
-                    state.record(label, b + 1, elapsed, {k: np.concatenate(v) for k, v in parts.items()})
-                bar.update(task, advance=1, info=label)
-                if on_batch_done is not None:
-                    on_batch_done(label, b)
-            for key, chunks in (parts.items() if parts else [(label, [])]):
+            arrays, seconds[label] = _run_attack(label, attack, model, target, batch_size, seed, state,
+                                                 lambda b: bar.update(task, advance=b, info=label), on_batch_done)
+            for key, robust_correct in arrays.items():
                 robust = np.zeros(n, dtype=bool)
-                robust[correct_idx.numpy()] = np.concatenate(chunks) if chunks else []
+                robust[correct_idx.numpy()] = robust_correct
                 per_sample[key] = robust
                 if key != label:
                     stages.setdefault(label, {})[key[len(label) + 1:]] = float(robust.mean())
-            seconds[label] = elapsed
             if on_attack_done is not None:
                 on_attack_done(label, per_sample[label])
             if not quiet:
@@ -289,6 +271,36 @@ def evaluate(
     if state is not None:
         state.remove()
     return result
+
+
+def _run_attack(label, attack, model, target: Split, batch_size: int, seed: int, state: EvalState | None,
+                advance: Callable[[int], None], on_batch_done: Callable[[str, int], None] | None) -> tuple[dict[str, np.ndarray], float]:
+    """Run `attack` over the batches of `target` (the clean-correct points), continuing from `state`.
+
+    Returns per-sample robust arrays over `target` — the attack's under `label`, a cascade's stages under
+    "label:stage" — and the seconds spent. Batch b draws from its own generator seeded by (seed, b), so a
+    resumed run gives the same result as an uninterrupted one.
+    """
+    first = state.batches.get(label, 0) if state else 0
+    parts = {k: [v] for k, v in state.arrays.items() if k == label or k.startswith(label + ":")} if first else {label: []}
+    elapsed = state.seconds.get(label, 0.0) if first else 0.0
+    advance(first)
+    for b, (x, y) in enumerate(batches(target, batch_size)):
+        if b < first:
+            continue
+        t0 = time.perf_counter()
+        gen = torch.Generator(device=x.device).manual_seed(seed * 1_000_003 + b)
+        res = attack.run(model, x, y, generator=gen)
+        parts[label].append((~res.success).cpu().numpy())
+        for stage, robust in res.stages.items():
+            parts.setdefault(f"{label}:{stage}", []).append(robust.cpu().numpy())
+        elapsed += time.perf_counter() - t0
+        if state is not None:
+            state.record(label, b + 1, elapsed, {k: np.concatenate(v) for k, v in parts.items()})
+        advance(1)
+        if on_batch_done is not None:
+            on_batch_done(label, b)
+    return {k: np.concatenate(v) if v else np.zeros(0, dtype=bool) for k, v in parts.items()}, elapsed
 
 
 def check_outputs(logits: torch.Tensor, n: int, num_classes: int | None) -> None:
