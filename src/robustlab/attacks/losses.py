@@ -24,9 +24,7 @@ def dlr(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     logits, so it does not saturate like the cross-entropy. Needs at least 3 classes.
     """
     top = logits.sort(1, descending=True).values
-    z_y = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
-    return -(z_y - other) / (top[:, 0] - top[:, 2] + 1e-12)
+    return cw_margin(logits, y, float("inf")) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
 def targeted_dlr(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

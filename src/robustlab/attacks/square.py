@@ -24,7 +24,7 @@ import torch
 
 from ..registry import check_range
 from ..threat import ThreatModel
-from . import ATTACKS
+from . import ATTACKS, losses
 from .base import Attack, AttackMode, check_logits
 from .pgd import _expand
 
@@ -40,8 +40,7 @@ def p_schedule(p_init: float, it: int, queries: int, rescale: bool) -> float:
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """z_y − max_{j≠y} z_j (N,): negative once the point is misclassified."""
-    other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
-    return logits.gather(1, y[:, None]).squeeze(1) - other
+    return -losses.cw_margin(logits, y, float("inf"))
 
 
 def pseudo_gaussian(rows: int, cols: int, device: torch.device) -> torch.Tensor:
