@@ -15,34 +15,10 @@ from robustlab.errors import RobustlabError
 from robustlab.threat import ThreatModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-class Linear(nn.Module):
-    """logits = W·vec(x) + b on 1×8×8 images."""
-
-    def __init__(self, num_classes: int, seed: int = 0, scale: float = 1.0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.num_classes = num_classes
-        self.fc = nn.Linear(64, num_classes)
-        with torch.no_grad():
-            self.fc.weight.copy_(torch.randn(num_classes, 64, generator=g) * scale)
-            self.fc.bias.copy_(torch.randn(num_classes, generator=g) * scale)
-
-    def forward(self, x):
-        return self.fc(x.flatten(1))
-
-
-def exact_robust(model: Linear, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> np.ndarray:
+def exact_robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> np.ndarray:
     """Closed-form robustness of a linear classifier for points deep inside [0, 1] (the ball stays inside
     the box): robust iff for every j ≠ y, margin_j > eps·‖w_y − w_j‖_dual (l1 for linf, l2 for l2)."""
-    w, b = model.fc.weight.detach().double(), model.fc.bias.detach().double()
+    w, b = model.weight.detach().double(), model.bias.detach().double()
     z = x.flatten(1).double() @ w.T + b
     v = w[y][:, None, :] - w[None, :, :]  # (N, K, d)
     margin = z.gather(1, y[:, None]) - z
@@ -51,16 +27,17 @@ def exact_robust(model: Linear, x: torch.Tensor, y: torch.Tensor, threat: Threat
     return ((z.argmax(1) == y) & (worst > 0)).numpy()
 
 
-def linear_case(norm: str, num_classes: int, n: int = 60, seed: int = 0):
-    """A linear model, interior points labelled by the model, and an eps that leaves about half robust,
-    with points near the decision threshold (within 3% of eps) dropped so the answer is unambiguous."""
-    model = Linear(num_classes, seed).eval()
+def linear_case(make, norm: str, num_classes: int, n: int = 60, seed: int = 0):
+    """A linear model on 1×8×8 images (`make`: conftest's linear_model factory), interior points labelled
+    by the model, and an eps that leaves about half robust, with points near the decision threshold
+    (within 3% of eps) dropped so the answer is unambiguous."""
+    model = make(num_classes=num_classes, dim=64, seed=seed).eval()
     g = torch.Generator().manual_seed(seed + 1)
     x = 0.35 + 0.3 * torch.rand(4 * n, 1, 8, 8, generator=g)
     with torch.no_grad():
         z = model(x).double()
     y = z.argmax(1)
-    w = model.fc.weight.detach().double()
+    w = model.weight.detach().double()
     v = w[y][:, None, :] - w[None, :, :]
     dual = v.abs().sum(2) if norm == "linf" else v.norm(dim=2)
     dist = ((z.gather(1, y[:, None]) - z) / dual.clamp_min(1e-12)).scatter(1, y[:, None], float("inf")).amin(1)
@@ -73,8 +50,8 @@ def linear_case(norm: str, num_classes: int, n: int = 60, seed: int = 0):
 # --- analytic cases ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_apgd_t_reaches_the_exact_worst_case_of_a_linear_multiclass_model(norm):
-    model, x, y, threat = linear_case(norm, 10)
+def test_apgd_t_reaches_the_exact_worst_case_of_a_linear_multiclass_model(norm, linear_model):
+    model, x, y, threat = linear_case(linear_model, norm, 10)
     exact = exact_robust(model, x, y, threat)
     assert 0.2 < exact.mean() < 0.8
     res = attacks.build("apgd-t", threat, num_classes=10).run(model, x, y)
@@ -82,8 +59,8 @@ def test_apgd_t_reaches_the_exact_worst_case_of_a_linear_multiclass_model(norm):
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_apgd_ce_reaches_the_exact_worst_case_of_a_linear_binary_model(norm):
-    model, x, y, threat = linear_case(norm, 2)
+def test_apgd_ce_reaches_the_exact_worst_case_of_a_linear_binary_model(norm, linear_model):
+    model, x, y, threat = linear_case(linear_model, norm, 2)
     exact = exact_robust(model, x, y, threat)
     assert 0.2 < exact.mean() < 0.8
     res = attacks.build("apgd-ce", threat).run(model, x, y)
@@ -91,8 +68,8 @@ def test_apgd_ce_reaches_the_exact_worst_case_of_a_linear_binary_model(norm):
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_apgd_ce_on_a_multiclass_linear_model_is_sound_and_close(norm):
-    model, x, y, threat = linear_case(norm, 10)
+def test_apgd_ce_on_a_multiclass_linear_model_is_sound_and_close(norm, linear_model):
+    model, x, y, threat = linear_case(linear_model, norm, 10)
     exact = exact_robust(model, x, y, threat)
     res = attacks.build("apgd-ce", threat, num_classes=10).run(model, x, y)
     robust = ~res.success.numpy()
@@ -101,8 +78,8 @@ def test_apgd_ce_on_a_multiclass_linear_model_is_sound_and_close(norm):
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_fab_t_and_autoattack_reach_the_exact_worst_case(norm):
-    model, x, y, threat = linear_case(norm, 10)
+def test_fab_t_and_autoattack_reach_the_exact_worst_case(norm, linear_model):
+    model, x, y, threat = linear_case(linear_model, norm, 10)
     exact = exact_robust(model, x, y, threat)
     fab = attacks.build("fab-t", threat, num_classes=10).run(model, x, y)
     np.testing.assert_array_equal(~fab.success.numpy(), exact)
@@ -118,8 +95,8 @@ def test_fab_t_and_autoattack_reach_the_exact_worst_case(norm):
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("spec", ["apgd-ce", "apgd-t", "fab", "fab-t", {"name": "square", "queries": 200},
                                   {"name": "autoattack", "queries": 500}])
-def test_outputs_are_in_the_ball_and_box_and_successes_are_real(norm, spec):
-    model, x, y, threat = linear_case(norm, 10, n=30)
+def test_outputs_are_in_the_ball_and_box_and_successes_are_real(norm, spec, linear_model):
+    model, x, y, threat = linear_case(linear_model, norm, 10, n=30)
     x = x.clone()
     x[:5] = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(3)).round()  # pixels at 0 and 1
     threat = ThreatModel(norm, threat.eps * (1.0 if norm == "linf" else 2.0))
@@ -132,11 +109,11 @@ def test_outputs_are_in_the_ball_and_box_and_successes_are_real(norm, spec):
     assert (wrong[res.success]).all()
 
 
-def test_fab_lands_next_to_the_closest_boundary_of_a_linear_model():
+def test_fab_lands_next_to_the_closest_boundary_of_a_linear_model(linear_model):
     # for a linear model FAB's linearisation is exact: its first step projects onto the closest boundary
     # (times the overshoot eta = 1.05), so the point it returns is at most 5% beyond the minimal distance
-    model, x, y, threat = linear_case("linf", 10, n=20)
-    w = model.fc.weight.detach().double()
+    model, x, y, threat = linear_case(linear_model, "linf", 10, n=20)
+    w = model.weight.detach().double()
     z = model(x).detach().double()
     v = w[y][:, None, :] - w[None, :, :]
     dist = ((z.gather(1, y[:, None]) - z) / v.abs().sum(2)).scatter(1, y[:, None], float("inf")).amin(1)
@@ -213,10 +190,10 @@ class Counting(nn.Module):
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_square_spends_exactly_its_budget_on_an_unbreakable_point_and_never_more(norm):
-    model = Linear(10, seed=4)
+def test_square_spends_exactly_its_budget_on_an_unbreakable_point_and_never_more(norm, linear_model):
+    model = linear_model(num_classes=10, dim=64, seed=4)
     with torch.no_grad():
-        model.fc.weight.mul_(1e-3)  # logits dominated by the bias: no point within eps can change class
+        model.weight.mul_(1e-3)  # logits dominated by the bias: no point within eps can change class
     x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     y = model(x).argmax(1)
     counted = Counting(model)
@@ -227,8 +204,8 @@ def test_square_spends_exactly_its_budget_on_an_unbreakable_point_and_never_more
     assert threat.contains(res.x_adv - x, atol=1e-6).all() and res.x_adv.min() >= 0 and res.x_adv.max() <= 1
 
 
-def test_square_stops_querying_broken_points():
-    model, x, y, threat = linear_case("linf", 10, n=20)
+def test_square_stops_querying_broken_points(linear_model):
+    model, x, y, threat = linear_case(linear_model, "linf", 10, n=20)
     counted = Counting(model)
     res = attacks.build({"name": "square", "queries": 300}, threat, num_classes=10).run(counted, x, y)
     assert res.success.any()
@@ -266,8 +243,8 @@ def test_model_state_is_untouched(spec):
 
 @pytest.mark.parametrize("spec", ["apgd-ce", {"name": "fab", "restarts": 2, "steps": 10}, {"name": "square", "queries": 100},
                                   {"name": "autoattack", "steps": 10, "queries": 100}])
-def test_deterministic_under_the_seed(spec):
-    model, x, y, threat = linear_case("linf", 10, n=20)
+def test_deterministic_under_the_seed(spec, linear_model):
+    model, x, y, threat = linear_case(linear_model, "linf", 10, n=20)
     threat = ThreatModel("linf", threat.eps * 0.8)
     a = attacks.build(spec, threat, num_classes=10, seed=3).run(model, x, y)
     b = attacks.build(spec, threat, num_classes=10, seed=3).run(model, x, y)
@@ -280,8 +257,8 @@ def test_deterministic_under_the_seed(spec):
 
 # --- bad input -----------------------------------------------------------------------------------------
 
-def test_errors_name_the_bad_value():
-    model, x, y, _ = linear_case("linf", 10, n=4)
+def test_errors_name_the_bad_value(linear_model):
+    model, x, y, _ = linear_case(linear_model, "linf", 10, n=4)
     with pytest.raises(RobustlabError, match="l1"):
         attacks.build("apgd-ce", "l1:10")
     for spec in ("apgd-ce", "apgd-t", "fab-t", "square", "autoattack"):
@@ -290,11 +267,11 @@ def test_errors_name_the_bad_value():
     with pytest.raises(RobustlabError, match="n_target_classes=9.*5"):
         attacks.build("apgd-t", "linf:0.1", num_classes=5)
     with pytest.raises(RobustlabError, match="n_target_classes=9.*5"):
-        attacks.build("fab-t", "linf:0.1").run(Linear(5), x, y % 5)
+        attacks.build("fab-t", "linf:0.1").run(linear_model(5, 64), x, y % 5)
     with pytest.raises(RobustlabError, match=r"\(4, 10\).*\(4, 5\)"):
-        attacks.build("apgd-ce", "linf:0.1", num_classes=10).run(Linear(5), x, y % 5)
+        attacks.build("apgd-ce", "linf:0.1", num_classes=10).run(linear_model(5, 64), x, y % 5)
     with pytest.raises(RobustlabError, match="at least 3 classes"):
-        attacks.build("apgd-dlr", "linf:0.1").run(Linear(2), x, y % 2)
+        attacks.build("apgd-dlr", "linf:0.1").run(linear_model(2, 64), x, y % 2)
     with pytest.raises(RobustlabError, match="plain"):
         attacks.build({"name": "autoattack", "version": "plain"}, "linf:0.1")
     with pytest.raises(RobustlabError, match="custom"):

@@ -10,24 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from robustlab import data
 from robustlab.config import FlagConfig, make_run_config
 from robustlab.data import Split
 from robustlab.errors import RobustlabError
 from robustlab.evaluate import EvalResult, evaluate
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load("digits")
 
 
 @pytest.fixture(scope="module")
@@ -49,28 +35,9 @@ def trained(tmp_path_factory, digits):
     return cfg, run_dir
 
 
-def _model(run_dir):
-    from robustlab.checkpoint import load_model
-
-    return load_model(run_dir, "cpu")[0]
-
-
-class Linear(nn.Module):
-    def __init__(self, num_classes=10, seed=0):
-        super().__init__()
-        self.num_classes = num_classes
-        self.fc = nn.Linear(64, num_classes)
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            self.fc.weight.copy_(torch.randn(num_classes, 64, generator=g))
-            self.fc.bias.zero_()
-
-    def forward(self, x):
-        return self.fc(x.flatten(1))
-
-
-def _linear_split(n=40, seed=0):
-    model = Linear().eval()
+def _linear_split(make, n=40, seed=0):
+    """A 10-class linear model (conftest's factory `make`) and interior points it labels, three of them wrongly."""
+    model = make(num_classes=10, dim=64, seed=seed).eval()
     x = 0.3 + 0.4 * torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed + 1))
     with torch.no_grad():
         y = model(x).argmax(1)
@@ -83,8 +50,8 @@ def _linear_split(n=40, seed=0):
 SUITE = ["fgsm", "pgd-5", {"name": "autoattack", "version": "custom", "attacks": ["apgd-ce", {"name": "square", "queries": 60}]}]
 
 
-def test_an_interrupted_evaluation_resumes_to_the_identical_result(tmp_path):
-    model, split = _linear_split()
+def test_an_interrupted_evaluation_resumes_to_the_identical_result(tmp_path, linear_model):
+    model, split = _linear_split(linear_model)
     kw = dict(batch_size=8, seed=1, quiet=True, num_classes=10)
     full = evaluate(model, split, "linf:0.03", SUITE, **kw)
     seen = []
@@ -110,8 +77,8 @@ def test_an_interrupted_evaluation_resumes_to_the_identical_result(tmp_path):
     assert not (tmp_path / "eval_state.json").exists()  # a finished evaluation leaves no state behind
 
 
-def test_a_state_from_other_settings_is_not_resumed(tmp_path):
-    model, split = _linear_split()
+def test_a_state_from_other_settings_is_not_resumed(tmp_path, linear_model):
+    model, split = _linear_split(linear_model)
     state = tmp_path / "s"
 
     def stop(label, b):
@@ -124,8 +91,8 @@ def test_a_state_from_other_settings_is_not_resumed(tmp_path):
     assert calls[0] == 0
 
 
-def test_autoattack_is_one_entry_with_per_component_accuracy(tmp_path):
-    model, split = _linear_split()
+def test_autoattack_is_one_entry_with_per_component_accuracy(tmp_path, linear_model):
+    model, split = _linear_split(linear_model)
     r = evaluate(model, split, "linf:0.03", SUITE, quiet=True, num_classes=10)
     label = r.suite[-1]
     assert list(r.stages[label]) == ["apgd-ce", "square"]
@@ -136,8 +103,8 @@ def test_autoattack_is_one_entry_with_per_component_accuracy(tmp_path):
     np.testing.assert_array_equal(back.robust(), r.robust())
 
 
-def test_evaluate_refuses_probabilities_and_wrong_class_counts():
-    model, split = _linear_split()
+def test_evaluate_refuses_probabilities_and_wrong_class_counts(linear_model):
+    model, split = _linear_split(linear_model)
     with pytest.raises(RobustlabError, match="probabilities"):
         evaluate(nn.Sequential(model, nn.Softmax(1)), split, "linf:0.03", ["fgsm"], quiet=True, num_classes=10)
     with pytest.raises(RobustlabError, match=r"\(40, 12\).*\(40, 10\)"):
@@ -154,10 +121,10 @@ def _flags(model, split, threat, suite, **cfg):
 class Quantised(nn.Module):
     """A linear model behind a non-differentiable input quantisation (round to 1/4)."""
 
-    def __init__(self):
+    def __init__(self, inner: nn.Module):
         super().__init__()
-        self.inner = Linear()
-        self.num_classes = 10
+        self.inner = inner
+        self.num_classes = inner.num_classes
 
     def forward(self, x):
         return self.inner(torch.round(x * 4) / 4)
@@ -166,10 +133,10 @@ class Quantised(nn.Module):
 class Noisy(nn.Module):
     """A randomised defence: Gaussian noise on the input at every forward pass."""
 
-    def __init__(self):
+    def __init__(self, inner: nn.Module):
         super().__init__()
-        self.inner = Linear()
-        self.num_classes = 10
+        self.inner = inner
+        self.num_classes = inner.num_classes
 
     def forward(self, x):
         return self.inner(x + 0.05 * torch.randn_like(x))
@@ -188,10 +155,10 @@ class _Reverse(torch.autograd.Function):
 class Lying(nn.Module):
     """A model whose backward pass returns the negated gradient: white-box attacks walk the wrong way."""
 
-    def __init__(self):
+    def __init__(self, inner: nn.Module):
         super().__init__()
-        self.inner = Linear()
-        self.num_classes = 10
+        self.inner = inner
+        self.num_classes = inner.num_classes
 
     def forward(self, x):
         return self.inner(_Reverse.apply(x))
@@ -228,23 +195,23 @@ def _level_split(levels, n=40):
     return Split(x, torch.zeros(n, dtype=torch.long))
 
 
-def test_zero_gradient_flag_on_input_quantisation():
-    _, split = _linear_split()
-    flags = _flags(Quantised(), split, "linf:0.03", ["fgsm", "pgd-10"])
+def test_zero_gradient_flag_on_input_quantisation(linear_model):
+    inner, split = _linear_split(linear_model)
+    flags = _flags(Quantised(inner), split, "linf:0.03", ["fgsm", "pgd-10"])
     assert flags["zero_grad"]["raised"] and flags["zero_grad"]["value"] == 1.0
     assert flags["large_eps"]["raised"]  # blind attacks cannot break it even with an unbounded eps
 
 
-def test_randomised_flag_on_a_noisy_model():
-    _, split = _linear_split()
-    flags = _flags(Noisy(), split, "linf:0.03", ["fgsm", "pgd-10"])
+def test_randomised_flag_on_a_noisy_model(linear_model):
+    inner, split = _linear_split(linear_model)
+    flags = _flags(Noisy(inner), split, "linf:0.03", ["fgsm", "pgd-10"])
     assert flags["randomised"]["raised"]
     assert not flags["zero_grad"]["raised"]
 
 
-def test_square_flag_when_gradients_lie():
-    _, split = _linear_split()
-    flags = _flags(Lying(), split, "linf:0.05", ["fgsm", "pgd-10"], square_queries=300)
+def test_square_flag_when_gradients_lie(linear_model):
+    inner, split = _linear_split(linear_model)
+    flags = _flags(Lying(inner), split, "linf:0.05", ["fgsm", "pgd-10"], square_queries=300)
     assert flags["square"]["raised"] and flags["square"]["value"] > 0.05
     assert not flags["zero_grad"]["raised"] and not flags["randomised"]["raised"]
 

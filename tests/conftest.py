@@ -1,0 +1,46 @@
+"""Shared fixtures. Tests run single-threaded: tiny models are faster that way and results are
+bit-for-bit reproducible."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from robustlab import data
+
+    return data.load("digits")
+
+
+@pytest.fixture
+def tiny_cnn():
+    from robustlab import models
+
+    torch.manual_seed(0)
+    return models.create("small_cnn", 10, 1, 8, width=8, hidden=32)
+
+
+class Linear(torch.nn.Module):
+    """logits = W x + b on flattened images (analytic worst cases are known)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.weight = torch.nn.Parameter(weight.clone())
+        self.bias = torch.nn.Parameter(bias.clone())
+        self.num_classes = weight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.weight.T + self.bias
+
+
+@pytest.fixture
+def linear_model():
+    def make(num_classes: int = 2, dim: int = 16, seed: int = 0, dtype=torch.float32) -> Linear:
+        g = torch.Generator().manual_seed(seed)
+        return Linear(torch.randn(num_classes, dim, generator=g, dtype=dtype), torch.randn(num_classes, generator=g, dtype=dtype))
+
+    return make
