@@ -23,8 +23,9 @@ EPILOG_EVAL = """examples:
   robustlab eval runs/digits/pgd_at --suite quick --n 200
   robustlab eval runs/digits/pgd_at/model.safetensors --threat linf:0.3 --suite pgd-20,cw-20
 
-The run's own suite is written to eval.json, any other to eval_<suite>.json. An interrupted evaluation
-resumes from <out>/<stem>_state.json when the same command is run again. Sanity flags (signs of gradient
+Results go to eval.json in --out; in the run directory (the default) only the run's own suite writes
+eval.json, any other suite eval_<suite>.json (eval_custom.json for a list of attacks). An interrupted
+evaluation resumes from <out>/<stem>_state.json when the same command is run again. Sanity flags (signs of gradient
 masking) are computed at the end and printed with a one-line explanation each.
 """
 
@@ -71,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["test", "val"], help="data split (default test)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="directory for eval.json / eval.md (default: the run directory)")
+    p.add_argument("--out", help="directory for eval.json / eval.md (default: the run directory, where a suite other than "
+                                 "the run's own writes eval_<suite>.json)")
     p.add_argument("--no-flags", action="store_true", help="skip the sanity flags")
     _common(p)
 
@@ -182,7 +184,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     stem, model, meta, ds, run_eval = _load_target(args.target, args.data_root, device)
     own = run_eval.get("suite", "paper")
     suite = _suite_arg(args.suite or own)
-    name = "eval" if suite == _suite_arg(own) else "eval_" + (suite if isinstance(suite, str) else "custom")
+    # in the run directory only the run's own suite may write eval.json (the study reads it)
+    name = "eval" if args.out or suite == _suite_arg(own) else "eval_" + (suite if isinstance(suite, str) else "custom")
     threat = args.threat or meta.get("threat")
     if threat is None:
         raise RobustlabError(f"{stem}.json records no threat model; pass --threat, e.g. --threat linf:8/255.")
