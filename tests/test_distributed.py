@@ -36,13 +36,18 @@ def _train(out: Path, method: str = "standard", epochs: int = 3, resume: bool = 
     return (_torchrun() if nproc == 2 else [sys.executable]) + args
 
 
+def _run(cmd: list[str]) -> None:
+    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+    assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+
+
 def _history(run: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_ddp_loss_curve_matches_one_process_with_the_same_global_batch(tmp_path):
-    subprocess.run(_train(tmp_path / "one", nproc=1), env=ENV, check=True, capture_output=True)
-    subprocess.run(_train(tmp_path / "two"), env=ENV, check=True, capture_output=True)
+    _run(_train(tmp_path / "one", nproc=1))
+    _run(_train(tmp_path / "two"))
     one, two = _history(tmp_path / "one"), _history(tmp_path / "two")
     assert [h["epoch"] for h in two] == [1, 2, 3], "one metrics line per epoch: only rank 0 writes"
     for a, b in zip(one, two):
@@ -53,7 +58,7 @@ def test_ddp_loss_curve_matches_one_process_with_the_same_global_batch(tmp_path)
 
 
 def test_ddp_run_killed_and_resumed_matches_the_uninterrupted_run(tmp_path):
-    subprocess.run(_train(tmp_path / "straight", "pgd_at"), env=ENV, check=True, capture_output=True)
+    _run(_train(tmp_path / "straight", "pgd_at"))
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_train(killed, "pgd_at"), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -64,7 +69,7 @@ def test_ddp_run_killed_and_resumed_matches_the_uninterrupted_run(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers, mid epoch 2
     proc.wait()
     assert 1 <= len(metrics.read_text().splitlines()) < 3
-    subprocess.run(_train(killed, "pgd_at", resume=True), env=ENV, check=True, capture_output=True)
+    _run(_train(killed, "pgd_at", resume=True))
     assert _history(killed) == _history(tmp_path / "straight")
     a, b = (ckpt.load_model(d / "last")[0].state_dict() for d in (tmp_path / "straight", killed))
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,9 +1,10 @@
-"""The `robustlab` command: train | eval | study | analyze | vq | list."""
+"""The `robustlab` command: train | eval | sweep | study | analyze | vq | list."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,9 +25,20 @@ EPILOG_VQ = """examples:
 """
 
 EPILOG_EVAL = """examples:
-  robustlab eval runs/digits/pgd_at                      # paper protocol at the run's threat model
+  robustlab eval runs/digits/pgd_at                      # the run's eval suite (default: paper protocol)
+  robustlab eval runs/digits/pgd_at --suite autoattack   # AutoAttack standard -> eval_autoattack.json
   robustlab eval runs/digits/pgd_at --suite quick --n 200
   robustlab eval runs/digits/pgd_at/model.safetensors --threat linf:0.3 --suite pgd-20,cw-20
+
+Results go to eval.json in --out; in the run directory (the default) only the run's own suite writes
+eval.json, any other suite eval_<suite>.json (eval_custom.json for a list of attacks). An interrupted
+evaluation resumes from <out>/<stem>_state.json when the same command is run again. Sanity flags (signs of gradient
+masking) are computed at the end and printed with a one-line explanation each.
+"""
+
+EPILOG_SWEEP = """examples:
+  robustlab sweep runs/digits/pgd_at runs/digits/standard             # eps = 0.25..2 x the training eps
+  robustlab sweep runs/digits/pgd_at --eps 0.05,0.1,0.2,0.3,0.4 --suite autoattack --n 100
 """
 
 
@@ -67,7 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["test", "val"], help="data split (default test)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="directory for eval.json / eval.md (default: the run directory)")
+    p.add_argument("--out", help="directory for eval.json / eval.md (default: the run directory, where a suite other than "
+                                 "the run's own writes eval_<suite>.json)")
+    p.add_argument("--no-flags", action="store_true", help="skip the sanity flags")
+    _common(p)
+
+    p = sub.add_parser("sweep", help="robustness curve: accuracy versus eps for one or more models",
+                       description="Evaluate each model under a suite at several radii and plot worst-case accuracy against eps.",
+                       epilog=EPILOG_SWEEP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("targets", nargs="+", help="run directories or checkpoints")
+    p.add_argument("--eps", help="comma-separated radii in the models' norm, e.g. 0.05,0.1,0.2 or 2px,4px,8px "
+                                 "(default: 0.25, 0.5, 0.75, 1, 1.5 and 2 times the first model's eps)")
+    p.add_argument("--suite", default="quick", help="suite name or comma-separated attack specs (default quick)")
+    p.add_argument("--n", type=int, help="use the first N points of the split only")
+    p.add_argument("--split", default="test", choices=["test", "val"], help="data split (default test)")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="directory for robustness_curve.png and sweep.json (default: the run directory, "
+                                 "or the runs' common parent directory)")
     _common(p)
 
     p = sub.add_parser("study", help="train, evaluate and report a whole study",
@@ -162,38 +191,93 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from . import data
-    from .checkpoint import load_meta, load_model, resolve_checkpoint
-    from .config import load_yaml
-    from .evaluate import evaluate, print_table
-    from .train import resolve_device
+def _suite_arg(text: str | list) -> str | list:
+    """A registered suite name stays a name; "a,b" becomes a list of attack specs."""
+    from .evaluate import SUITES
 
-    stem = resolve_checkpoint(args.target)
-    meta = load_meta(stem)
-    device = resolve_device(args.device or "auto")
+    if isinstance(text, str) and ("," in text or text not in SUITES):
+        return [t.strip() for t in text.split(",") if t.strip()]
+    return text
+
+
+def _load_target(target: str, data_root: str | None, device):
+    """(model, checkpoint meta, dataset, the run's eval config dict) of a run directory or checkpoint."""
+    from . import data
+    from .checkpoint import load_model, resolve_checkpoint
+    from .config import load_yaml
+
+    stem = resolve_checkpoint(target)
     model, meta = load_model(stem, device)
     cfg_path = stem.parent / "config.yaml"
     run_eval = load_yaml(cfg_path).get("eval", {}) if cfg_path.exists() else {}
-    suite = args.suite or run_eval.get("suite", "paper")
-    if isinstance(suite, str) and "," in suite or (isinstance(suite, str) and suite not in __import__("robustlab.evaluate").evaluate.SUITES):
-        suite = [s.strip() for s in suite.split(",") if s.strip()] if isinstance(suite, str) else suite
     ds_meta = meta.get("dataset", {})
     if "name" not in ds_meta:
         raise RobustlabError(f"{stem}.json records no dataset; cannot tell what to evaluate on.")
-    ds = data.load(ds_meta["name"], root=args.data_root, **ds_meta.get("options", {}))
+    ds = data.load(ds_meta["name"], root=data_root, **ds_meta.get("options", {}))
+    return stem, model, meta, ds, run_eval
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .config import FlagConfig
+    from .evaluate import evaluate, print_table
+    from .train import resolve_device
+
+    device = resolve_device(args.device or "auto")
+    stem, model, meta, ds, run_eval = _load_target(args.target, args.data_root, device)
+    own = run_eval.get("suite", "paper")
+    suite = _suite_arg(args.suite or own)
+    # in the run directory only the run's own suite may write eval.json (the study reads it)
+    name = "eval" if args.out or suite == _suite_arg(own) else "eval_" + (suite if isinstance(suite, str) else "custom")
     threat = args.threat or meta.get("threat")
     if threat is None:
         raise RobustlabError(f"{stem}.json records no threat model; pass --threat, e.g. --threat linf:8/255.")
+    flags = None if args.no_flags else FlagConfig.model_validate(run_eval.get("flags", {}))
+    out = Path(args.out) if args.out else stem.parent
+    out.mkdir(parents=True, exist_ok=True)
     split = ds.split(args.split).head(args.n)
     result = evaluate(model, split, threat, suite, step=args.step if args.step is not None else run_eval.get("step"),
                       step_ratio=run_eval.get("step_ratio", 0.25), batch_size=args.batch_size, seed=args.seed,
-                      device=device, quiet=args.quiet)
-    out = Path(args.out) if args.out else stem.parent
-    out.mkdir(parents=True, exist_ok=True)
-    result.save(out)
+                      device=device, quiet=args.quiet, num_classes=ds.num_classes, flags=flags, state_path=out / f"{name}_state")
+    result.save(out, name)
     print_table({stem.parent.name: result})
-    print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}")
+    print(f"wrote {out / (name + '.json')} and {out / (name + '.md')}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import parse_eps, plot, sweep
+    from .threat import ThreatModel
+    from .train import resolve_device
+
+    device = resolve_device(args.device or "auto")
+    loaded = [_load_target(t, args.data_root, device) for t in args.targets]
+    missing = [str(stem) for stem, _, meta, _, _ in loaded if not meta.get("threat")]
+    if missing:
+        raise RobustlabError(f"sweep: {', '.join(missing)} record no threat model, so the norm is unknown.")
+    threats = [ThreatModel.parse(meta["threat"]) for _, _, meta, _, _ in loaded]
+    norm = threats[0].norm
+    if any(t.norm != norm for t in threats):
+        raise RobustlabError(f"sweep: the models were trained for different norms ({', '.join(sorted({t.norm for t in threats}))}); "
+                             f"sweep models of one norm at a time.")
+    radii = parse_eps(args.eps, norm) if args.eps else [f * threats[0].eps for f in (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)]
+    curves = {}
+    for stem, model, _, ds, run_eval in loaded:
+        name = stem.parent.name
+        if not args.quiet:
+            print(f"{name}: {args.suite} at {len(radii)} radii")
+        curves[name] = sweep(model, ds.split(args.split).head(args.n), norm, radii, _suite_arg(args.suite),
+                             step_ratio=run_eval.get("step_ratio", 0.25), batch_size=args.batch_size, seed=args.seed,
+                             device=device, num_classes=ds.num_classes, quiet=args.quiet)
+    parents = {stem.parent for stem, *_ in loaded}
+    out = Path(args.out) if args.out else (parents.pop() if len(parents) == 1 else Path(os.path.commonpath([str(p) for p in parents])))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps(curves, indent=2))
+    n = next(iter(curves.values()))["n"]
+    plot(curves, out / "robustness_curve.png", title=f"worst case over suite {args.suite!r}, {n} {args.split} points",
+         mark=threats[0].eps if len({t.eps for t in threats}) == 1 else None)
+    for name, c in curves.items():
+        print(f"{name}: " + ", ".join(f"{e:.4g}: {100 * a:.1f}%" for e, a in zip(c["eps"], c["worst_case"])))
+    print(f"wrote {out / 'robustness_curve.png'} and {out / 'sweep.json'}")
     return 0
 
 
@@ -291,13 +375,18 @@ def cmd_vq(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "study": cmd_study, "analyze": cmd_analyze, "vq": cmd_vq, "list": cmd_list}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "study": cmd_study, "analyze": cmd_analyze, "vq": cmd_vq,
+            "list": cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .distributed import shutdown
+
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        shutdown()  # under torchrun: all ranks leave the process group together
+        return code
     except RobustlabError as e:
         print(f"robustlab {args.command}: error: {e}", file=sys.stderr)
         return 2

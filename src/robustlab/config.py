@@ -101,16 +101,79 @@ class TrainConfig(Strict):
     ddp_find_unused: bool = False  # DistributedDataParallel(find_unused_parameters=...), for methods that skip parameters
 
 
+class FlagConfig(Strict):
+    """Sanity flags (signs of gradient masking) computed with every evaluation; docs/evaluation.md.
+
+    The cheap checks run on the first `max_samples` points. Thresholds are robustlab's choices (no
+    paper fixes them): a flag is raised when the measured value exceeds its threshold.
+    """
+
+    enabled: bool = True
+    max_samples: int = Field(200, ge=1)
+    probe_steps: int = Field(20, ge=1)  # APGD-CE iterations of the accuracy-vs-eps probes
+    eps_factors: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])  # probed eps multiples (+ unbounded)
+    large_eps_acc: float = Field(0.05, ge=0, le=1)  # accuracy allowed at the largest eps factor
+    unbounded_acc: float = Field(0.01, ge=0, le=1)  # accuracy allowed at unbounded eps
+    monotone_tol: float = Field(0.02, ge=0, le=1)  # allowed rise of accuracy with eps (sampling noise)
+    single_step_share: float = Field(0.005, ge=0, le=1)  # share of points FGSM breaks and no iterative attack does
+    square_share: float = Field(0.01, ge=0, le=1)  # share of points Square breaks and no white-box attack does
+    square_queries: int = Field(1000, ge=1)  # Square budget when the suite has no Square of its own
+    zero_grad_share: float = Field(0.01, ge=0, le=1)  # share of points with a zero or non-finite input gradient
+    logits_tol: float = Field(1e-4, ge=0)  # relative logit change between two identical forward passes
+
+    @field_validator("eps_factors")
+    @classmethod
+    def _factors(cls, v: list[float]) -> list[float]:
+        if not v or any(f <= 0 for f in v):
+            raise ValueError("eps_factors must be a non-empty list of numbers > 0")
+        return sorted(v)
+
+
+class ExtraSuite(Strict):
+    """A further suite evaluated beside the main one, saved as eval_<name>.json (name: the suite's name)."""
+
+    suite: str | list[str | dict[str, Any]]
+    name: str | None = None
+    max_samples: int | None = Field(None, ge=1)  # None: the same points as the main suite
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if isinstance(self.suite, str):
+            return self.suite
+        raise ValueError("an extra suite written as a list of attacks needs a `name`")
+
+
 class EvalConfig(Strict):
-    """Evaluation: an attack suite (a registered name or a list of attack specs) on a split."""
+    """Evaluation: an attack suite (a registered name or a list of attack specs) on a split.
+
+    `extra_suites` are evaluated beside it on the first `max_samples` points of the same split
+    (e.g. AutoAttack on fewer points than the paper protocol); `flags` are the sanity checks.
+    """
 
     suite: str | list[str | dict[str, Any]] = "paper"
+    extra_suites: list[ExtraSuite] = Field(default_factory=list)
     step: float | None = Field(None, gt=0)
     step_ratio: float = Field(0.25, gt=0)
     batch_size: int = Field(500, ge=1)
     max_samples: int | None = Field(None, ge=1)
     split: Literal["test", "val"] = "test"
     seed: int = 0
+    flags: FlagConfig = Field(default_factory=FlagConfig)
+
+    @field_validator("extra_suites", mode="before")
+    @classmethod
+    def _extra(cls, v: Any) -> Any:
+        return [{"suite": e} if isinstance(e, str) else e for e in v] if isinstance(v, list) else v
+
+    @field_validator("extra_suites")
+    @classmethod
+    def _extra_names(cls, v: list[ExtraSuite]) -> list[ExtraSuite]:
+        labels = [e.label for e in v]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"two extra suites share the name {labels}; give each a unique `name`")
+        return v
 
 
 class RunConfig(Strict):

@@ -166,6 +166,14 @@ def ddp_wrap(model: torch.nn.Module, device: torch.device, find_unused: bool = F
     return DistributedModel(ddp, model)
 
 
+def shutdown() -> None:
+    """Leave the process group (all ranks together), so that no process aborts at exit with live
+    communication threads."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The module inside a DistributedDataParallel (or compiled) wrapper."""
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):

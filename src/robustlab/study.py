@@ -19,7 +19,7 @@ import torch
 from . import __version__
 from . import checkpoint as ckpt
 from .config import RunConfig, StudyConfig, load_study, study_runs
-from .evaluate import EvalResult, evaluate, resolve_suite
+from .evaluate import EvalResult, evaluate, flag_lines, resolve_suite
 from .report import SECTIONS, RunRecord, StudyContext
 from .train import build_run, resolve_device, train_run
 from .ui import console
@@ -46,28 +46,74 @@ def move_aside(run_dir: Path) -> Path:
     return target
 
 
-def eval_settings(cfg: RunConfig, fingerprint: str) -> dict[str, Any]:
+def eval_entries(cfg: RunConfig) -> list[tuple[str, str | list, int | None]]:
+    """(file stem, suite, max_samples) of a run's evaluations: the main suite (eval.json), then each
+    extra suite (eval_<name>.json) on the first max_samples points of the same split."""
     e = cfg.eval
-    return {"suite": resolve_suite(e.suite), "threat": str(cfg.threat_model), "step": e.step, "step_ratio": e.step_ratio,
-            "split": e.split, "max_samples": e.max_samples, "seed": e.seed, "model": fingerprint}
+    return [("eval", e.suite, e.max_samples)] + [(f"eval_{x.label}", x.suite, x.max_samples or e.max_samples) for x in e.extra_suites]
+
+
+def eval_settings(cfg: RunConfig, suite: str | list, max_samples: int | None, fingerprint: str) -> dict[str, Any]:
+    e = cfg.eval
+    return {"suite": resolve_suite(suite), "threat": str(cfg.threat_model), "step": e.step, "step_ratio": e.step_ratio,
+            "split": e.split, "max_samples": max_samples, "seed": e.seed, "model": fingerprint}
+
+
+def extra_evals(cfg: RunConfig, run_dir: Path) -> dict[str, EvalResult]:
+    """The run's finished extra-suite evaluations by name (eval_<name>.json files)."""
+    return {x.label: EvalResult.load(run_dir, f"eval_{x.label}") for x in cfg.eval.extra_suites
+            if (run_dir / f"eval_{x.label}.json").exists()}
 
 
 def evaluate_run(cfg: RunConfig, run_dir: Path, *, data_root: str | None, device: torch.device, quiet: bool, dataset=None) -> EvalResult:
-    """Evaluate a run's selected model with its eval config, reusing eval.json when the settings match."""
-    from . import data
+    """Evaluate a run's selected model with its eval config: the main suite (eval.json, returned), each
+    extra suite (eval_<name>.json) and the sanity flags (stored with the main result). Parts whose
+    settings match eval_settings.json are reused; an interrupted part resumes from its state file."""
+    from . import data, sanity
 
-    settings = eval_settings(cfg, cfg.fingerprint() + str(ckpt.load_meta(run_dir).get("epoch")))
+    model_id = cfg.fingerprint() + str(ckpt.load_meta(run_dir).get("epoch"))
+    entries = eval_entries(cfg)
+    new = {stem: eval_settings(cfg, suite, max_samples, model_id) for stem, suite, max_samples in entries}
+    new["flags"] = {"config": cfg.eval.flags.model_dump(), "evals": dict(new)}
     stamp = run_dir / "eval_settings.json"
-    if (run_dir / "eval.json").exists() and stamp.exists() and json.loads(stamp.read_text()) == settings:
-        return EvalResult.load(run_dir)
-    model, _ = ckpt.load_model(run_dir, device)
-    ds = dataset if dataset is not None else data.load(cfg.dataset.name, root=data_root, **cfg.dataset.options)
-    split = ds.split(cfg.eval.split).head(cfg.eval.max_samples)
-    result = evaluate(model, split, cfg.threat_model, cfg.eval.suite, step=cfg.eval.step, step_ratio=cfg.eval.step_ratio,
-                      batch_size=cfg.eval.batch_size, seed=cfg.eval.seed, device=device, quiet=quiet)
-    result.save(run_dir)
-    stamp.write_text(json.dumps(settings))
-    return result
+    old = json.loads(stamp.read_text()) if stamp.exists() else {}
+    done = {k: v for k, v in old.items() if new.get(k) == v}
+    cache: dict[str, Any] = {}
+
+    def model_and_split():
+        if not cache:
+            ds = dataset if dataset is not None else data.load(cfg.dataset.name, root=data_root, **cfg.dataset.options)
+            cache.update(model=ckpt.load_model(run_dir, device)[0], split=ds.split(cfg.eval.split), num_classes=ds.num_classes)
+        return cache["model"], cache["split"], cache["num_classes"]
+
+    e = cfg.eval
+    results: dict[str, EvalResult] = {}
+    for stem, suite, max_samples in entries:
+        if stem in done and (run_dir / f"{stem}.json").exists():
+            results[stem] = EvalResult.load(run_dir, stem)
+            continue
+        model, split, k = model_and_split()
+        results[stem] = evaluate(model, split.head(max_samples), cfg.threat_model, suite, step=e.step, step_ratio=e.step_ratio,
+                                 batch_size=e.batch_size, seed=e.seed, device=device, quiet=quiet, num_classes=k,
+                                 state_path=run_dir / f"{stem}_state")
+        results[stem].save(run_dir, stem)
+        done[stem] = new[stem]
+        done.pop("flags", None)
+        stamp.write_text(json.dumps(done))
+    primary = results["eval"]
+    if e.flags.enabled and ("flags" not in done or not primary.flags):
+        model, split, k = model_and_split()
+        primary.flags = sanity.check(model, split.head(e.max_samples), cfg.threat_model, list(results.values()), e.flags,
+                                     num_classes=k, seed=e.seed, device=device, batch_size=e.batch_size)
+        primary.save(run_dir)
+        if not quiet:
+            console.print(flag_lines(primary.flags).strip(), markup=False)
+    elif not e.flags.enabled and primary.flags:
+        primary.flags = []
+        primary.save(run_dir)
+    done["flags"] = new["flags"]
+    stamp.write_text(json.dumps(done))
+    return primary
 
 
 def run_study(config: str | Path | None = None, *, overrides: list[str] = (), out_root: str | Path = "runs",
@@ -113,6 +159,7 @@ def run_study(config: str | Path | None = None, *, overrides: list[str] = (), ou
             train_run(cfg, run_dir, resume=state == "partial", dataset=ds, quiet=quiet, device=str(dev))
         record = RunRecord(label, group, cfg, run_dir, train_seconds=time.perf_counter() - t0, reused=state == "done")
         record.eval = evaluate_run(cfg, run_dir, data_root=data_root, device=dev, quiet=quiet, dataset=ds)
+        record.extra = extra_evals(cfg, run_dir)
         records.append(record)
     ctx = StudyContext(study, out_dir, records, dev, quiet=quiet, data_root=data_root)
     body = []

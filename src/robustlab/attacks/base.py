@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -26,10 +26,15 @@ AttackMode = Literal["eval", "train"]
 
 @dataclass
 class AttackResult:
-    """`x_adv` (same shape as x, in [0, 1] and in the threat ball) and per-sample `success` (N,) bool."""
+    """`x_adv` (same shape as x, in [0, 1] and in the threat ball) and per-sample `success` (N,) bool.
+
+    An attack made of stages (AutoAttack) also reports `stages[name]`: (N,) bool, still robust after
+    that stage and every stage before it.
+    """
 
     x_adv: torch.Tensor
     success: torch.Tensor
+    stages: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @contextmanager
@@ -72,6 +77,19 @@ def check_logits(where: str, logits: torch.Tensor, n: int, num_classes: int | No
         raise RobustlabError(f"{where}: the model must return logits of shape ({n}, {k}); got {tuple(logits.shape)}.")
 
 
+def check_targets(where: str, n_target_classes: int, num_classes: int) -> None:
+    """Raise unless n_target_classes < num_classes (the true class is never a target)."""
+    if n_target_classes >= num_classes:
+        raise RobustlabError(f"{where}: n_target_classes={n_target_classes} must be < the number of classes ({num_classes}); "
+                             f"at most {num_classes - 1} classes can be targets.")
+
+
+def top_other_classes(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, k): per sample, the k classes other than y with the largest logits, largest first."""
+    masked = logits.masked_fill(torch.nn.functional.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return masked.topk(k, dim=1).indices
+
+
 class Attack:
     """Base class: input checks, the model-state guard and seeding. Subclasses implement `_run`."""
 
@@ -87,6 +105,13 @@ class Attack:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.threat})"
+
+    def check_threat(self, norms: tuple[str, ...] = ("linf", "l2")) -> None:
+        """Raise unless the threat model's norm is one of `norms` and eps > 0."""
+        if self.threat.norm not in norms:
+            raise RobustlabError(f"{self.name}: norm {self.threat.norm!r} is not supported; allowed: {', '.join(norms)}.")
+        if self.threat.eps <= 0:
+            raise RobustlabError(f"{self.name}: eps={self.threat.eps} must be > 0 for an attack.")
 
     def _check(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int | None:
         check_images(self.name, x)
@@ -107,15 +132,16 @@ class Attack:
         model = unwrap(model)
         k = self._check(model, x, y)
         with model_untouched(model, self.mode):
-            x_adv, success = self._run(model, x, y, self.generator_for(x, generator), k, need_success=True)
-        return AttackResult(x_adv.detach(), success)
+            x_adv, success, *stages = self._run(model, x, y, self.generator_for(x, generator), k, need_success=True)
+        return AttackResult(x_adv.detach(), success, stages[0] if stages else {})
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         model = unwrap(model)
         k = self._check(model, x, y)
         with model_untouched(model, self.mode):
-            x_adv, _ = self._run(model, x, y, self.generator_for(x, generator), k, need_success=False)
+            x_adv, *_ = self._run(model, x, y, self.generator_for(x, generator), k, need_success=False)
         return x_adv.detach()
 
     def _run(self, model, x, y, generator, num_classes, need_success):  # pragma: no cover - abstract
+        """-> (x_adv, success) or (x_adv, success, stages); see AttackResult."""
         raise NotImplementedError

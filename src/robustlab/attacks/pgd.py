@@ -28,25 +28,37 @@ def _expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
+def ball_noise(x: torch.Tensor, norm: str, radius: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Noise uniform in the `norm` ball of `radius` (a number or per-sample (N,)), shaped like x."""
+    scale = _expand(radius, x) if torch.is_tensor(radius) else radius
+    if norm == "linf":
+        return (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * scale
+    # uniform in the l2 ball: Gaussian direction, radius·U^(1/d)
+    d = x[0].numel()
+    direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    direction = direction / _expand(direction.flatten(1).norm(dim=1).clamp_min(1e-12), x)
+    u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d)
+    return direction * _expand(u, x) * scale
+
+
 def random_start(x: torch.Tensor, threat: ThreatModel, kind: str, sigma: float, generator: torch.Generator) -> torch.Tensor:
     """An initial point in the ball around x, clipped to [0, 1]."""
     if kind == "none":
         return x.clone()
     if kind == "normal":
         delta = sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    elif threat.norm == "linf":
-        delta = (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * threat.eps
-    else:  # uniform in the l2 ball: Gaussian direction, radius eps·U^(1/d)
-        d = x[0].numel()
-        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        direction = direction / _expand(direction.flatten(1).norm(dim=1).clamp_min(1e-12), x)
-        radius = threat.eps * torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d)
-        delta = direction * _expand(radius, x)
+    else:
+        delta = ball_noise(x, threat.norm, threat.eps, generator)
     return (x + threat.project(delta)).clamp(0.0, 1.0)
 
 
-def ascent_step(x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, threat: ThreatModel, step: float) -> torch.Tensor:
-    """One steepest-ascent step for the norm, then projection onto the ball and [0, 1]."""
+def ascent_step(x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, threat: ThreatModel, step: float | torch.Tensor) -> torch.Tensor:
+    """One steepest-ascent step for the norm, then projection onto the ball and [0, 1].
+
+    `step` is a number or a per-sample tensor (N,).
+    """
+    if torch.is_tensor(step):
+        step = _expand(step, x_adv)
     if threat.norm == "linf":
         x_adv = x_adv + step * grad.sign()
     else:

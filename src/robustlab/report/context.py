@@ -25,6 +25,7 @@ class RunRecord:
     config: RunConfig
     run_dir: Path
     eval: EvalResult | None = None
+    extra: dict[str, EvalResult] = field(default_factory=dict)  # the eval config's extra suites by name
     train_seconds: float = 0.0
     reused: bool = False
 

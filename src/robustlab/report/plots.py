@@ -69,7 +69,7 @@ def grouped_bars(values: dict[str, dict[str, float]], path: Path, *, ylabel: str
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 105)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(ncol=min(len(keys), 5), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.18), frameon=False)
+    ax.legend(ncol=min(len(keys), 6), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.18), frameon=False)
     if title:
         ax.set_title(title, pad=28)
     fig.tight_layout()
