@@ -187,7 +187,7 @@ def tiny_study(tmp_path_factory):
     config = tmp / "tiny.yaml"
     config.write_text(cfg)
     sets = [f"dataset={{name: npz, path: {tmp / 'tiny.npz'}}}", "model={name: small_cnn, width: 4, hidden: 32}",
-            "train.epochs=2", "train.batch_size=64", "eval.suite=[fgsm, pgd-10, cw-10]", "eval.batch_size=100"]
+            "train.epochs=2", "train.batch_size=64", "eval.suite=[fgsm, pgd-10, cw-10]", "eval.batch_size=100", "eval.extra_suites=[]"]
     runs = "standard_ref,standard_gd,pgd_at_ref,pgd_at_gd,alp_ref,aalp_gd,aalp_sw,aalp"
     report = run_study(config, overrides=sets, out_root=tmp / "runs", quiet=True, only=runs.split(","))
     return report, runs.split(",")
@@ -224,14 +224,17 @@ def test_aalp_section_shows_autoattack_when_the_evaluation_has_it(tiny_study):
     for label, group, cfg in study_runs(study):
         if label in labels:
             r = RunRecord(label, group, cfg, report.parent / label, eval=EvalResult.load(report.parent / label))
-            r.eval.suite.append("autoattack")
-            r.eval.attacks["autoattack"] = 0.123
+            robust = np.zeros(10, dtype=bool)
+            robust[: 3 if label == "aalp" else 1] = True
+            r.extra["autoattack"] = EvalResult(threat=r.eval.threat, suite=["autoattack"], n=10, clean=1.0,
+                                               attacks={"autoattack": robust.mean()}, worst_case=robust.mean(), step=0.05,
+                                               per_sample={"clean": np.ones(10, dtype=bool), "autoattack": robust})
             records.append(r)
     ctx = StudyContext(study, report.parent, records, torch.device("cpu"), quiet=True)
     text = SECTIONS.create("aalp", ctx)
-    assert "| autoattack | worst case |" in text
+    assert "| run | n | paper worst case | AutoAttack |" in text
     assert "AutoAttack: not available" not in text
-    assert "autoattack: +0.0 pts" in text
+    assert "AutoAttack (first 10 test points): ALP 10.0%, AALP 30.0%, +20.0" in text
 
 
 def test_alp_by_set_callback_continues_after_a_resume(tmp_path):

@@ -23,7 +23,7 @@ from ..attacks import build as build_attack
 from ..evaluate import markdown_table
 from ..methods import METHODS
 from .context import RunRecord, StudyContext, paired_difference
-from .sections import SECTIONS
+from .sections import SECTIONS, autoattack_of
 
 TABLE2 = ("standard", "pgd_at", "alp", "trades", "aalp_gd", "aalp_sw", "aalp")
 CONTRIBUTION = ("standard", "pgd_at", "alp", "aalp")  # the paper's Fig. 7 models (COM, ADV, ALP, AALP)
@@ -85,13 +85,20 @@ def _by_steps(suite: list[str], prefix: str) -> list[str]:
 
 
 def _key_attacks(suite: list[str]) -> list[str]:
-    """The longest PGD and CW of the suite, and every AutoAttack column."""
-    return [s[-1] for p in ("pgd", "cw") if (s := _by_steps(suite, p))] + autoattack_columns(suite)
+    """The longest PGD and CW of the suite."""
+    return [s[-1] for p in ("pgd", "cw") if (s := _by_steps(suite, p))]
 
 
-def autoattack_columns(suite: list[str]) -> list[str]:
-    """The attacks of a suite that are AutoAttack (their label contains 'autoattack')."""
-    return [a for a in suite if "autoattack" in a.lower()]
+def _autoattack_claim(alp: RunRecord, aalp: RunRecord) -> str:
+    """AALP − ALP under AutoAttack on the points both were evaluated on, or why it is not available."""
+    a, b = autoattack_of(alp), autoattack_of(aalp)
+    if a is None or b is None:
+        return " AutoAttack: not available in this evaluation."
+    (ra, la), (rb, lb) = a, b
+    n = min(ra.n, rb.n)
+    diff, se = paired_difference(rb.per_sample[lb][:n], ra.per_sample[la][:n])
+    return (f" AutoAttack (first {n} test points): ALP {100 * ra.attacks[la]:.1f}%, AALP {100 * rb.attacks[lb]:.1f}%, "
+            f"{_compare(diff, se)}.")
 
 
 class _Runs:
@@ -156,10 +163,18 @@ def _table2(runs: _Runs, table2: list[RunRecord], claims: list[str]) -> list[str
     out = ["### Table 2 analogue: accuracy (%)", "",
            f"Test split, n = {first.n}, {first.threat}, iterative step {first.step:.4g}.", "",
            markdown_table({r.label: r.eval for r in table2})]
-    aa = autoattack_columns(first.suite)
-    if not aa:
-        out += ["AutoAttack: not available in this evaluation (the suite has no AutoAttack column); the comparison "
-                "below rests on the paper's own attacks (PGD-k, CW-k) and their per-sample worst case.", ""]
+    with_aa = [r for r in table2 if autoattack_of(r) is not None]
+    if with_aa:
+        out += ["AutoAttack (standard version) on the first test points, beside the paper protocol's worst case on the "
+                "same points:", "", "| run | n | paper worst case | AutoAttack |", "|---|---:|---:|---:|"]
+        for r in with_aa:
+            res, label = autoattack_of(r)
+            worst = np.logical_and.reduce(list(r.eval.per_sample.values()))[: res.n].mean()
+            out.append(f"| {r.label} | {res.n} | {100 * worst:.1f} | {100 * res.attacks[label]:.1f} |")
+        out.append("")
+    else:
+        out += ["AutoAttack: not available in this evaluation; the comparison below rests on the paper's own attacks "
+                "(PGD-k, CW-k) and their per-sample worst case.", ""]
     alp, aalp = runs.get("alp"), runs.get("aalp")
     if alp is not None and aalp is not None:
         cols = [c for c in _key_attacks(aalp.eval.suite) + ["worst case"] if c in alp.eval.row() and c in aalp.eval.row()]
@@ -167,7 +182,7 @@ def _table2(runs: _Runs, table2: list[RunRecord], claims: list[str]) -> list[str
         paper = ", ".join(f"{k} {p:+.1f} / {c:+.1f}" for k, (p, c) in PAPER_AALP_MINUS_ALP.items())
         claims.append(f"**AALP beats ALP under PGD and CW** (paper, AALP − ALP at PGD-100 / CW-100: {paper}). "
                       f"Ours, AALP − ALP: {'; '.join(parts)}. Clean: {_diff(alp, aalp, 'clean')}."
-                      + ("" if aa else " AutoAttack: not available in this evaluation."))
+                      + _autoattack_claim(alp, aalp))
         for variant in ("aalp_gd", "aalp_sw"):
             v = runs.get(variant)
             if v is not None:

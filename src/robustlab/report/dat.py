@@ -15,7 +15,7 @@ from .. import corruptions as C
 from ..corruptions.metrics import mce
 from . import plots
 from .context import RunRecord, StudyContext, paired_difference
-from .sections import SECTIONS
+from .sections import SECTIONS, autoattack_of
 
 
 def image_rows(rows: dict[str, torch.Tensor], path: Path, *, col_titles: list[str] | None = None) -> None:
@@ -104,7 +104,8 @@ def dat_section(ctx: StudyContext, group: str = "dat", compare: tuple[str, ...] 
     scores = {label: mce(res, base) if base is not None else None for label, res in results.items()}
     first = records[0]
     n = first.eval.n
-    aa_cols = sorted({a for r in records for a in r.eval.attacks if "autoattack" in a.lower()})  # AutoAttack, when evaluated
+    aa = {r.label: autoattack_of(r) for r in records}  # AutoAttack on the first test points, when evaluated
+    aa_cols = [f"AutoAttack (n={next(v for v in aa.values() if v)[0].n})"] if any(aa.values()) else []
     pgd = [a for a in first.eval.suite if a.startswith("pgd-")]
     strongest = max(pgd, key=lambda a: int(a.split("-")[1])) if pgd else None
 
@@ -124,7 +125,7 @@ def dat_section(ctx: StudyContext, group: str = "dat", compare: tuple[str, ...] 
         cells = [r.label, r.config.method.name, _fmt(100 * r.eval.clean), _fmt(100 * res["mean_acc"]),
                  _fmt(sc["mce"]) if sc else "–", _fmt(sc["relative_mce"]) if sc else "–"]
         cells += [_fmt(100 * r.eval.attacks[strongest])] if strongest else []
-        cells += [_fmt(100 * r.eval.attacks[a]) if a in r.eval.attacks else "–" for a in aa_cols]
+        cells += [_fmt(100 * aa[r.label][0].attacks[aa[r.label][1]]) if aa[r.label] else "–" for _ in aa_cols]
         cells += [_fmt(100 * r.eval.worst_case), "reused" if r.reused else f"{r.train_seconds:.0f} s"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
