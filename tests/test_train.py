@@ -114,3 +114,21 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path):
     hb = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
     drop = ("time_s",)
     assert [{k: v for k, v in h.items() if k not in drop} for h in ha] == [{k: v for k, v in h.items() if k not in drop} for h in hb]
+
+
+def test_robust_selection_skips_a_collapsed_checkpoint(tmp_path, digits):
+    """A model predicting one class is 'robust' on that class's points; selection must not prefer it."""
+    from robustlab.train import Trainer
+
+    trainer = Trainer(*_parts(digits), digits, _cfg(epochs=1), tmp_path)
+    collapsed = {"epoch": 1, "val_clean": 0.10, "val_robust": 0.10}
+    weak_but_real = {"epoch": 2, "val_clean": 0.85, "val_robust": 0.05}
+    assert trainer._score(weak_but_real) > trainer._score(collapsed)
+    better = {"epoch": 3, "val_clean": 0.80, "val_robust": 0.07}
+    assert trainer._score(better) > trainer._score(weak_but_real)  # among eligible ones: robust accuracy first
+
+
+def _parts(digits):
+    from robustlab import methods, models
+
+    return models.for_dataset("small_cnn", digits, width=4, hidden=8), methods.create("pgd_at", threat="linf:0.2", attack_steps=1)

@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key for every run (repeatable)")
     p.add_argument("--only", help="comma-separated run labels to run (default: all)")
     p.add_argument("--out", default="runs", help="root of the run directories (default runs)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs trained and evaluated at once, in worker processes (default: one per CPU core up to 4; 1 on a GPU)")
     _common(p)
 
     p = sub.add_parser("analyze", help="run diagnostics on a trained model",
@@ -286,7 +288,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     report = run_study(args.config, overrides=args.set, out_root=args.out, data_root=args.data_root, device=args.device,
-                       quiet=args.quiet, only=only)
+                       quiet=args.quiet, only=only, jobs=args.jobs)
     print(f"wrote {report}")
     return 0
 

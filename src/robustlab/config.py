@@ -73,11 +73,14 @@ class ScheduleConfig(Strict):
 class SelectConfig(Strict):
     """Model selection on the validation split (never the test split).
 
-    by: robust (PGD accuracy, ties broken by clean), clean, last, or auto (robust for methods that
-    train against an attack, clean for standard training).
+    by: robust (PGD accuracy, ties broken by clean, among checkpoints with clean accuracy ≥ `min_clean`),
+    clean, last, or auto (robust for methods that train against an attack, clean for standard training).
     """
 
     by: Literal["auto", "robust", "clean", "last"] = "auto"
+    # robust selection considers only checkpoints with at least this clean validation accuracy (default
+    # 2/K, twice chance): a collapsed model predicting one class is "robust" on that class's points
+    min_clean: float | None = Field(None, ge=0, le=1)
     attack: str = "pgd-10"
     every: int = Field(1, ge=1)
     max_samples: int | None = Field(None, ge=1)

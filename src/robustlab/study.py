@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 from . import __version__
 from . import checkpoint as ckpt
 from .config import RunConfig, StudyConfig, load_study, study_runs
+from .errors import RobustlabError
 from .evaluate import EvalResult, evaluate, flag_lines, resolve_suite
 from .report import SECTIONS, RunRecord, StudyContext
 from .train import build_run, resolve_device, train_run
@@ -116,49 +118,85 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, *, data_root: str | None, device
     return primary
 
 
+def dependencies(runs: list[tuple[str, str, RunConfig]]) -> dict[str, set[str]]:
+    """For each run, the runs of the study it needs first: those its callbacks name with a `run` option
+    (e.g. `init_from: {run: encoder}`)."""
+    labels = {label for label, _, _ in runs}
+    return {label: {str(c.options["run"]) for c in cfg.callbacks if str(c.options.get("run")) in labels} for label, _, cfg in runs}
+
+
+_WORKER_DATA: dict[str, Any] = {}
+
+
+def _dataset(cfg: RunConfig, data_root: str | None, cache: dict[str, Any]):
+    from . import data
+
+    key = json.dumps(cfg.dataset.model_dump(), sort_keys=True)
+    if key not in cache:
+        cache[key] = data.load(cfg.dataset.name, root=data_root, **cfg.dataset.options)
+    return cache[key]
+
+
+def _train_and_evaluate(cfg: RunConfig, run_dir: Path, state: str, data_root: str | None, device: str, quiet: bool,
+                        threads: int | None = None, cache: dict[str, Any] | None = None) -> float:
+    """Train (or resume) one run unless it is done, then evaluate it; returns the training seconds."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    ds = _dataset(cfg, data_root, _WORKER_DATA if cache is None else cache)
+    t0 = time.perf_counter()
+    if state != "done":
+        train_run(cfg, run_dir, resume=state == "partial", dataset=ds, quiet=quiet, device=device)
+    seconds = time.perf_counter() - t0
+    evaluate_run(cfg, run_dir, data_root=data_root, device=torch.device(device), quiet=quiet, dataset=ds)
+    return seconds
+
+
+def default_jobs(device: torch.device) -> int:
+    """Parallel runs: one per CPU core (at most 4) on the CPU, one on a GPU."""
+    return 1 if device.type != "cpu" else max(1, min(4, os.cpu_count() or 1))
+
+
 def run_study(config: str | Path | None = None, *, overrides: list[str] = (), out_root: str | Path = "runs",
               data_root: str | None = None, device: str | None = None, quiet: bool = False,
-              only: list[str] | None = None) -> Path:
-    """Run the study and write runs/<study>/report.md; returns the report path."""
+              only: list[str] | None = None, jobs: int | None = None) -> Path:
+    """Run the study and write runs/<study>/report.md; returns the report path.
+
+    With `jobs` > 1, runs train and evaluate in that many worker processes at once (each with its
+    share of the CPU threads), a run starting once the runs it depends on have finished.
+    """
     study = load_study(config or DEFAULT_CONFIG, overrides)
     data_root = data_root or study.data_root
     runs = study_runs(study)
     if only:
         unknown = sorted(set(only) - {label for label, _, _ in runs})
         if unknown:
-            from .errors import RobustlabError
-
             raise RobustlabError(f"--only {unknown}: no such run; runs of {study.name!r}: {', '.join(l for l, _, _ in runs)}.")
         runs = [r for r in runs if r[0] in only]
     out_dir = Path(out_root) / study.name
     datasets: dict[str, Any] = {}
     # build every run first: a bad name or option fails before any training starts
     for label, _, cfg in runs:
-        key = json.dumps(cfg.dataset.model_dump(), sort_keys=True)
-        if key not in datasets:
-            from . import data
-
-            datasets[key] = data.load(cfg.dataset.name, root=data_root, **cfg.dataset.options)
-        build_run(cfg, dataset=datasets[key])
+        build_run(cfg, dataset=_dataset(cfg, data_root, datasets))
     for spec in study.sections:
         SECTIONS.get(spec if isinstance(spec, str) else spec.get("name"))
     dev = resolve_device(device or runs[0][2].device)
+    jobs = jobs or default_jobs(dev)
+    if jobs < 1:
+        raise RobustlabError(f"jobs={jobs}; allowed: 1 or more parallel runs.")
     t_study = time.perf_counter()
-    records = []
-    for i, (label, group, cfg) in enumerate(runs):
+    states = {}
+    for label, _, cfg in runs:
         run_dir = out_dir / label
-        ds = datasets[json.dumps(cfg.dataset.model_dump(), sort_keys=True)]
-        state = run_state(cfg, run_dir)
-        if not quiet:
-            console.rule(f"[{i + 1}/{len(runs)}] {label}: {cfg.method.name} on {cfg.dataset.name} / {cfg.model.name}, {cfg.threat_model}")
-        if state == "stale":
+        states[label] = run_state(cfg, run_dir)
+        if states[label] == "stale":
             moved = move_aside(run_dir)
             console.print(f"{run_dir} holds a run with a different config; moved it to {moved}")
-        t0 = time.perf_counter()
-        if state != "done":
-            train_run(cfg, run_dir, resume=state == "partial", dataset=ds, quiet=quiet, device=str(dev))
-        record = RunRecord(label, group, cfg, run_dir, train_seconds=time.perf_counter() - t0, reused=state == "done")
-        record.eval = evaluate_run(cfg, run_dir, data_root=data_root, device=dev, quiet=quiet, dataset=ds)
+    seconds = _execute(runs, states, out_dir, data_root, str(dev), quiet, jobs, datasets)
+    records = []
+    for label, group, cfg in runs:
+        run_dir = out_dir / label
+        record = RunRecord(label, group, cfg, run_dir, train_seconds=seconds[label], reused=states[label] == "done")
+        record.eval = evaluate_run(cfg, run_dir, data_root=data_root, device=dev, quiet=True, dataset=_dataset(cfg, data_root, datasets))
         record.extra = extra_evals(cfg, run_dir)
         records.append(record)
     ctx = StudyContext(study, out_dir, records, dev, quiet=quiet, data_root=data_root)
@@ -170,13 +208,55 @@ def run_study(config: str | Path | None = None, *, overrides: list[str] = (), ou
             body.append(section)
     total = time.perf_counter() - t_study
     report = out_dir / "report.md"
-    report.write_text(header(study, records, total, dev) + "\n" + "\n".join(body))
+    report.write_text(header(study, records, total, dev, jobs) + "\n" + "\n".join(body))
     if not quiet:
         console.print(f"report: {report}  ({total:.0f} s)")
     return report
 
 
-def header(study: StudyConfig, records: list[RunRecord], seconds: float, device: torch.device) -> str:
+def _execute(runs, states, out_dir: Path, data_root, device: str, quiet: bool, jobs: int, datasets) -> dict[str, float]:
+    """Train and evaluate every run, in order, `jobs` at a time; returns each run's training seconds."""
+    deps = dependencies(runs)
+    order = {label: i for i, (label, _, _) in enumerate(runs)}
+    n = len(runs)
+    if jobs == 1:
+        seconds = {}
+        for i, (label, _, cfg) in enumerate(runs):
+            if not quiet:
+                console.rule(f"[{i + 1}/{n}] {label}: {cfg.method.name} on {cfg.dataset.name} / {cfg.model.name}, {cfg.threat_model}")
+            seconds[label] = _train_and_evaluate(cfg, out_dir / label, states[label], data_root, device, quiet, cache=datasets)
+        return seconds
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pending = {label: cfg for label, _, cfg in runs}
+    seconds: dict[str, float] = {}
+    running: dict[cf.Future, str] = {}
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        while pending or running:
+            ready = sorted((lb for lb in pending if deps[lb] <= seconds.keys()), key=order.get)
+            for label in ready[: jobs - len(running)]:
+                cfg = pending.pop(label)
+                running[pool.submit(_train_and_evaluate, cfg, out_dir / label, states[label], data_root, device, True, threads)] = label
+            if not running:
+                raise RobustlabError(f"runs {sorted(pending)} wait for runs that are not in the study.")
+            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                label = running.pop(fut)
+                try:
+                    seconds[label] = fut.result()
+                except BaseException:
+                    for other in running:
+                        other.cancel()
+                    raise
+                if not quiet:
+                    what = "reused" if states[label] == "done" else f"trained in {seconds[label]:.0f} s"
+                    console.print(f"[{len(seconds)}/{n}] {label}: {what}, evaluated")
+    return seconds
+
+
+def header(study: StudyConfig, records: list[RunRecord], seconds: float, device: torch.device, jobs: int = 1) -> str:
     first = records[0]
     reused = sum(r.reused for r in records)
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -187,7 +267,7 @@ def header(study: StudyConfig, records: list[RunRecord], seconds: float, device:
         f"- data: {first.config.dataset.name}; model(s): {', '.join(sorted({r.config.model.name for r in records}))}; "
         f"threat model: {first.config.threat_model}",
         f"- runs: {len(records)} ({reused} reused from an earlier invocation); wall time of this invocation: {seconds:.0f} s "
-        f"on {device} ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})",
+        f"on {device} ({jobs} run(s) at a time, {os.cpu_count()} cores, {platform.processor() or platform.machine()})",
         f"- robustlab {__version__}, torch {torch.__version__}, written {when}",
         "- model selection: validation split carved from train; the test split is used only for the tables below.",
         "",

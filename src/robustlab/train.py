@@ -269,7 +269,10 @@ class Trainer:
 
     def _score(self, record: dict[str, Any]) -> tuple[float, ...]:
         if self.select_by == "robust":
-            return (record.get("val_robust", 0.0), record.get("val_clean", 0.0))
+            floor = self.cfg.select.min_clean if self.cfg.select.min_clean is not None else 2 / self.dataset.num_classes
+            eligible = record.get("val_clean", 0.0) >= floor
+            # an ineligible (near-chance) checkpoint is kept only until an eligible one appears
+            return (float(eligible), record.get("val_robust", 0.0), record.get("val_clean", 0.0))
         if self.select_by == "clean":
             return (record.get("val_clean", 0.0),)
         return (float(record["epoch"]),)
