@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +105,17 @@ def test_a_failing_rank_ends_the_whole_run(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0
     assert "local_rank: 1" in out or "SIGKILL" in out or "Signal 9" in out, out[-2000:]
+
+
+def test_sharded_evaluation_gives_exactly_the_one_process_table(tmp_path):
+    run = tmp_path / "run"
+    _run(_train(run, "pgd_at", epochs=1, nproc=1))
+    common = ["-m", "robustlab", "eval", str(run), "--suite", "fgsm,pgd-5,cw-5,apgd-ce", "--max-samples", "200", "--batch-size", "32",
+              "--no-flags", "--quiet"]
+    _run([sys.executable, *common, "--out", str(tmp_path / "one")])
+    _run(_torchrun() + [*common, "--out", str(tmp_path / "two")])
+    a, b = (json.loads((tmp_path / d / "eval.json").read_text()) for d in ("one", "two"))
+    for key in ("clean", "attacks", "worst_case", "n", "suite"):
+        assert a[key] == b[key], key
+    sa, sb = (np.load(tmp_path / d / "eval_samples.npz") for d in ("one", "two"))
+    assert all(np.array_equal(sa[k], sb[k]) for k in sa.files)

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", default=None, help="suite name (paper, quick, ...) or comma-separated attack specs (default: the run's eval.suite, else paper)")
     p.add_argument("--threat", help="threat model (default: the one the model was trained for)")
     p.add_argument("--step", type=float, help="step size of iterative attacks (default eps/4)")
-    p.add_argument("--n", type=int, help="evaluate on the first N points of the split only")
+    p.add_argument("--max-samples", "--n", dest="n", type=int, help="evaluate on the first N points of the split only")
     p.add_argument("--split", default="test", choices=["test", "val"], help="data split (default test)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", help="comma-separated radii in the models' norm, e.g. 0.05,0.1,0.2 or 2px,4px,8px "
                                  "(default: 0.25, 0.5, 0.75, 1, 1.5 and 2 times the first model's eps)")
     p.add_argument("--suite", default="quick", help="suite name or comma-separated attack specs (default quick)")
-    p.add_argument("--n", type=int, help="use the first N points of the split only")
+    p.add_argument("--max-samples", "--n", dest="n", type=int, help="use the first N points of the split only")
     p.add_argument("--split", default="test", choices=["test", "val"], help="data split (default test)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
@@ -221,10 +221,10 @@ def _load_target(target: str, data_root: str | None, device):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .config import FlagConfig
+    from .distributed import World
     from .evaluate import evaluate, print_table
-    from .train import resolve_device
 
-    device = resolve_device(args.device or "auto")
+    world, device = World.from_env(args.device or "auto")  # under torchrun: the batches are shared between ranks
     stem, model, meta, ds, run_eval = _load_target(args.target, args.data_root, device)
     own = run_eval.get("suite", "paper")
     suite = _suite_arg(args.suite or own)
@@ -239,7 +239,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     split = ds.split(args.split).head(args.n)
     result = evaluate(model, split, threat, suite, step=args.step if args.step is not None else run_eval.get("step"),
                       step_ratio=run_eval.get("step_ratio", 0.25), batch_size=args.batch_size, seed=args.seed,
-                      device=device, quiet=args.quiet, num_classes=ds.num_classes, flags=flags, state_path=out / f"{name}_state")
+                      device=device, quiet=args.quiet, num_classes=ds.num_classes, flags=flags, state_path=out / f"{name}_state",
+                      world=world)
+    if not world.is_main:
+        return 0
     result.save(out, name)
     print_table({stem.parent.name: result})
     print(f"wrote {out / (name + '.json')} and {out / (name + '.md')}")

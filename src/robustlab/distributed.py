@@ -98,6 +98,14 @@ class World:
             for t in list(module.parameters()) + list(module.buffers()):
                 dist.broadcast(t.data, src=0)
 
+    def gather_objects(self, obj) -> list:
+        """Every rank's small picklable object, on every rank (e.g. the keys of a result dict)."""
+        if not self.distributed:
+            return [obj]
+        out = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

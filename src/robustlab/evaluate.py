@@ -33,6 +33,7 @@ from .attacks import build as build_attack
 from .attacks import check_logits
 from .config import FlagConfig
 from .data import Split, batches, check_images, check_labels
+from .distributed import World
 from .errors import RobustlabError
 from .registry import Registry
 from .threat import ThreatModel
@@ -188,8 +189,13 @@ def evaluate(
     state_path: str | Path | None = None,
     on_attack_done: Callable[[str, np.ndarray], None] | None = None,
     on_batch_done: Callable[[str, int], None] | None = None,
+    world: World | None = None,
 ) -> EvalResult:
     """Evaluate `model` on `split` under every attack of `suite` (see module doc).
+
+    With a distributed `world` (torchrun), the attack batches are shared round-robin between the ranks
+    and the per-sample results gathered: every rank returns the same table as one process would (each
+    batch draws from its own seeded generator). The resume state is then not used.
 
     `num_classes` (default: the model's) is the dataset's class count the logits must have. `flags`
     computes the sanity flags, reusing the per-sample results of `flag_context` (other suites on the
@@ -228,8 +234,10 @@ def evaluate(
     correct_idx = torch.nonzero(clean).flatten()
     target = data.subset(correct_idx.to(device))
     n_batches = -(-len(target) // batch_size) if len(target) else 0
+    world = world or World()
+    quiet = quiet or not world.is_main
     state = None
-    if state_path is not None:
+    if state_path is not None and not world.distributed:
         settings = {"threat": str(threat), "suite": specs, "step": step, "batch_size": batch_size, "seed": seed,
                     "model": fingerprint(*model.state_dict().values()), "data": fingerprint(split.x, split.y)}
         state = EvalState(state_path, settings)
@@ -240,7 +248,7 @@ def evaluate(
         task = bar.add_task("evaluate", total=len(attacks) * n_batches, info="")
         for label, attack in attacks:
             arrays, seconds[label] = _run_attack(label, attack, model, target, batch_size, seed, state,
-                                                 lambda b: bar.update(task, advance=b, info=label), on_batch_done)
+                                                 lambda b: bar.update(task, advance=b, info=label), on_batch_done, world)
             for key, robust_correct in arrays.items():
                 robust = np.zeros(n, dtype=bool)
                 robust[correct_idx.numpy()] = robust_correct
@@ -274,19 +282,23 @@ def evaluate(
 
 
 def _run_attack(label, attack, model, target: Split, batch_size: int, seed: int, state: EvalState | None,
-                advance: Callable[[int], None], on_batch_done: Callable[[str, int], None] | None) -> tuple[dict[str, np.ndarray], float]:
+                advance: Callable[[int], None], on_batch_done: Callable[[str, int], None] | None,
+                world: World) -> tuple[dict[str, np.ndarray], float]:
     """Run `attack` over the batches of `target` (the clean-correct points), continuing from `state`.
 
     Returns per-sample robust arrays over `target` — the attack's under `label`, a cascade's stages under
     "label:stage" — and the seconds spent. Batch b draws from its own generator seeded by (seed, b), so a
-    resumed run gives the same result as an uninterrupted one.
+    resumed run gives the same result as an uninterrupted one, and so does a run whose batches are shared
+    between ranks (rank r takes batches b ≡ r mod size; the results are gathered in batch order).
     """
     first = state.batches.get(label, 0) if state else 0
     parts = {k: [v] for k, v in state.arrays.items() if k == label or k.startswith(label + ":")} if first else {label: []}
     elapsed = state.seconds.get(label, 0.0) if first else 0.0
     advance(first)
+    sizes = []
     for b, (x, y) in enumerate(batches(target, batch_size)):
-        if b < first:
+        sizes.append(x.shape[0])
+        if b < first or not world.mine(b):
             continue
         t0 = time.perf_counter()
         gen = torch.Generator(device=x.device).manual_seed(seed * 1_000_003 + b)
@@ -297,10 +309,29 @@ def _run_attack(label, attack, model, target: Split, batch_size: int, seed: int,
         elapsed += time.perf_counter() - t0
         if state is not None:
             state.record(label, b + 1, elapsed, {k: np.concatenate(v) for k, v in parts.items()})
-        advance(1)
+        advance(world.size)
         if on_batch_done is not None:
             on_batch_done(label, b)
-    return {k: np.concatenate(v) if v else np.zeros(0, dtype=bool) for k, v in parts.items()}, elapsed
+    arrays = {k: np.concatenate(v) if v else np.zeros(0, dtype=bool) for k, v in parts.items()}
+    if world.distributed:
+        arrays = _gather_batches(arrays, sizes, world, target.x.device)
+    return arrays, elapsed
+
+
+def _gather_batches(arrays: dict[str, np.ndarray], sizes: list[int], world: World, device) -> dict[str, np.ndarray]:
+    """Reassemble per-sample arrays whose batches were shared round-robin between ranks."""
+    keys = sorted(set().union(*world.gather_objects(sorted(arrays))))
+    out = {}
+    for key in keys:
+        local = torch.as_tensor(arrays.get(key, np.zeros(0, dtype=bool)), dtype=torch.uint8, device=device)
+        per_rank = [t.cpu().numpy().astype(bool) for t in world.gather_cat(local)]
+        offsets, pieces = [0] * world.size, []
+        for b, n in enumerate(sizes):
+            r = b % world.size
+            pieces.append(per_rank[r][offsets[r]: offsets[r] + n])
+            offsets[r] += n
+        out[key] = np.concatenate(pieces) if pieces else np.zeros(0, dtype=bool)
+    return out
 
 
 def check_outputs(logits: torch.Tensor, n: int, num_classes: int | None) -> None:
