@@ -1,6 +1,7 @@
 """The Trainer: schedules, selection on validation only, NaN stop, resume after SIGKILL."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -132,3 +133,15 @@ def _parts(digits):
     from robustlab import methods, models
 
     return models.for_dataset("small_cnn", digits, width=4, hidden=8), methods.create("pgd_at", threat="linf:0.2", attack_steps=1)
+
+
+def test_bf16_autocast_and_channels_last_train_and_fp16_needs_cuda(tmp_path, digits):
+    for i, train in enumerate(({"precision": "bf16"}, {"channels_last": True})):
+        result = train_run(_small(epochs=1, **train), tmp_path / str(i), dataset=digits, quiet=True)
+        rec = result.history[0]
+        assert all(math.isfinite(v) for k, v in rec.items() if k.startswith(("train_", "val_")))
+        model, _ = ckpt.load_model(tmp_path / str(i))
+        assert model(digits.test.x[:4]).dtype == torch.float32  # the checkpoint is float32 whatever the precision
+    if not torch.cuda.is_available():
+        with pytest.raises(RobustlabError, match="fp16 needs a CUDA device"):
+            train_run(_small(epochs=1, precision="fp16"), tmp_path / "fp16", dataset=digits, quiet=True)

@@ -102,6 +102,11 @@ class TrainConfig(Strict):
     select: SelectConfig = Field(default_factory=SelectConfig)
     seed: int = 0
     ddp_find_unused: bool = False  # DistributedDataParallel(find_unused_parameters=...), for methods that skip parameters
+    # autocast of each training step (the method's forward passes and its training attack); input gradients
+    # stay float32 (the attack's iterate is a float32 leaf). fp16 needs CUDA and uses a gradient scaler.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False  # NHWC memory layout for convolutions (helps on recent GPUs)
+    compile: bool = False  # torch.compile the model's body, neck and head in place
 
 
 class FlagConfig(Strict):
@@ -164,6 +169,9 @@ class EvalConfig(Strict):
     split: Literal["test", "val"] = "test"
     seed: int = 0
     flags: FlagConfig = Field(default_factory=FlagConfig)
+    # autocast of the model's forward passes during evaluation (CUDA speed); fp32 by default, since lower
+    # precision can blunt the attacks' gradients and so overstate robustness
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
     @field_validator("extra_suites", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ call with the same settings continues where the first stopped, with the same res
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -190,6 +191,7 @@ def evaluate(
     on_attack_done: Callable[[str, np.ndarray], None] | None = None,
     on_batch_done: Callable[[str, int], None] | None = None,
     world: World | None = None,
+    precision: str = "fp32",
 ) -> EvalResult:
     """Evaluate `model` on `split` under every attack of `suite` (see module doc).
 
@@ -212,6 +214,10 @@ def evaluate(
     check_images("evaluate", split.x)
     if num_classes is not None:
         check_labels("evaluate", split.y, num_classes, n=split.x.shape[0])
+    if precision == "fp16" and device.type != "cuda":
+        raise RobustlabError(f"evaluation precision fp16 needs a CUDA device (this one is {device}); use bf16 or fp32.")
+    autocast = (contextlib.nullcontext() if precision == "fp32" else
+                torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16))
     specs = resolve_suite(suite)
     step = step if step is not None else threat.eps * step_ratio
     attacks = [(attack_label(s), build_attack(s, threat, defaults={"step": step}, seed=seed, num_classes=num_classes)) for s in specs]
@@ -244,7 +250,7 @@ def evaluate(
         if state.resumed and not quiet:
             done = ", ".join(f"{k} {v}/{n_batches}" for k, v in state.batches.items())
             console.print(f"resuming the evaluation from {state.json_path} (batches done: {done})")
-    with progress_bar(disable=quiet) as bar:
+    with progress_bar(disable=quiet) as bar, autocast:
         task = bar.add_task("evaluate", total=len(attacks) * n_batches, info="")
         for label, attack in attacks:
             arrays, seconds[label] = _run_attack(label, attack, model, target, batch_size, seed, state,

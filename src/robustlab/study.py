@@ -97,7 +97,7 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, *, data_root: str | None, device
         model, split, k = model_and_split()
         results[stem] = evaluate(model, split.head(max_samples), cfg.threat_model, suite, step=e.step, step_ratio=e.step_ratio,
                                  batch_size=e.batch_size, seed=e.seed, device=device, quiet=quiet, num_classes=k,
-                                 state_path=run_dir / f"{stem}_state")
+                                 state_path=run_dir / f"{stem}_state", precision=e.precision)
         results[stem].save(run_dir, stem)
         done[stem] = new[stem]
         done.pop("flags", None)

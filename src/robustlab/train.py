@@ -10,6 +10,7 @@ train_state.safetensors (resume), metrics.jsonl (one line per epoch).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -177,6 +178,7 @@ class Trainer:
         self.val_split = dataset.val.head(train_cfg.select.max_samples).to(self.device)
         self.augment = self._augment_spec()
         self.steps_per_epoch = num_batches(len(self.train_split), train_cfg.batch_size)
+        self._setup_precision_and_layout()
         params = list(self.model.parameters()) + list(self.method.parameters())
         self.optimizer = make_optimizer(params, train_cfg)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
@@ -207,6 +209,24 @@ class Trainer:
             return self.dataset.augment if self.dataset.augment.enabled else None
         return AugmentSpec(crop_padding=a.crop_padding, flip=a.flip, pad_mode=a.pad_mode)
 
+    def _setup_precision_and_layout(self) -> None:
+        c = self.cfg
+        if c.precision == "fp16" and self.device.type != "cuda":
+            raise RobustlabError(f"train.precision=fp16 needs a CUDA device (this run is on {self.device}); use bf16 or fp32.")
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[c.precision]
+        self.scaler = torch.amp.GradScaler(self.device.type) if c.precision == "fp16" else None
+        self.memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
+        if c.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if c.compile:
+            for part in (self.model.body, self.model.neck, self.model.head):
+                part.compile()
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
     def _selection(self) -> str:
         by = self.cfg.select.by
         if by == "auto":
@@ -221,6 +241,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else {},
             "history": json.dumps(self.history),
             "best": json.dumps(self.best),
         }
@@ -229,6 +250,8 @@ class Trainer:
         ckpt.load_state_dict_checked(self.model, state["model"], f"{self.run_dir / ckpt.STATE_FILE} (model)")
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         self.history = json.loads(state["history"])
         self.best = json.loads(state["best"])
@@ -329,13 +352,14 @@ class Trainer:
                                            augment=self.augment, device=self.device)):
             if x.shape[0] < self.world.size:
                 continue  # a last batch too small to give every rank a sample (the same on all ranks)
-            x, y = self.world.shard(x), self.world.shard(y)
+            x, y = self.world.shard(x).contiguous(memory_format=self.memory_format), self.world.shard(y)
             step = self.epoch * self.steps_per_epoch + i
             factor = lr_factor(self.cfg, step, self.steps_per_epoch)
             for g, lr in zip(self.optimizer.param_groups, self.base_lrs):
                 g["lr"] = lr * factor
             ctx = StepContext(self.epoch, self.cfg.epochs, step, self.steps_per_epoch, self.attack_gen)
-            loss, stats = self.method.loss(self.net, x, y, ctx)
+            with self._autocast():
+                loss, stats = self.method.loss(self.net, x, y, ctx)
             if not self.world.all_true(bool(torch.isfinite(loss)), self.device):
                 raise TrainingDiverged(
                     f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step {i + 1} "
@@ -343,11 +367,17 @@ class Trainer:
                     f"checkpoint (epoch {self.epoch}) is intact in {self.run_dir}. Lower the learning rate or set train.grad_clip."
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
             self.world.average_gradients(self.method.parameters())  # the model's are averaged by DDP
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
             if self.cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
             n = x.shape[0]
             seen += n
             for k, v in stats.items():

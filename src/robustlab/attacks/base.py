@@ -90,6 +90,17 @@ def top_other_classes(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Te
     return masked.topk(k, dim=1).indices
 
 
+class _Float32Logits:
+    """The model as an attack sees it: logits in float32 even under autocast, so losses, margins and the
+    keep-best bookkeeping run in full precision (the input gradient is float32 already: x is a float32 leaf)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).float()
+
+
 class Attack:
     """Base class: input checks, the model-state guard and seeding. Subclasses implement `_run`."""
 
@@ -132,14 +143,14 @@ class Attack:
         model = unwrap(model)
         k = self._check(model, x, y)
         with model_untouched(model, self.mode):
-            x_adv, success, *stages = self._run(model, x, y, self.generator_for(x, generator), k, need_success=True)
+            x_adv, success, *stages = self._run(_Float32Logits(model), x, y, self.generator_for(x, generator), k, need_success=True)
         return AttackResult(x_adv.detach(), success, stages[0] if stages else {})
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         model = unwrap(model)
         k = self._check(model, x, y)
         with model_untouched(model, self.mode):
-            x_adv, *_ = self._run(model, x, y, self.generator_for(x, generator), k, need_success=False)
+            x_adv, *_ = self._run(_Float32Logits(model), x, y, self.generator_for(x, generator), k, need_success=False)
         return x_adv.detach()
 
     def _run(self, model, x, y, generator, num_classes, need_success):  # pragma: no cover - abstract
