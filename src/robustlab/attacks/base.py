@@ -95,10 +95,10 @@ class _Float32Logits:
     keep-best bookkeeping run in full precision (the input gradient is float32 already: x is a float32 leaf)."""
 
     def __init__(self, model: nn.Module):
-        self.model = model
+        self.module = model  # `unwrap` finds the model here when a cascade passes this on to its components
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).float()
+        return self.module(x).float()
 
 
 class Attack:
