@@ -28,7 +28,7 @@ def _torchrun() -> list[str]:
 
 
 def _train(out: Path, method: str = "standard", epochs: int = 3, resume: bool = False, nproc: int = 2) -> list[str]:
-    args = ["-m", "robustlab", "train", "--dataset", "digits", "--method", method, "--threat", "linf:0.2",
+    args = ["-m", "robustlab", "--", "train", "--dataset", "digits", "--method", method, "--threat", "linf:0.2",
             "--epochs", str(epochs), "--set", "model.width=8", "--set", "train.batch_size=64", "--quiet", "--out", str(out)]
     if method != "standard":
         args += ["--set", "method.attack_steps=3"]
@@ -110,7 +110,7 @@ def test_a_failing_rank_ends_the_whole_run(tmp_path):
 def test_sharded_evaluation_gives_exactly_the_one_process_table(tmp_path):
     run = tmp_path / "run"
     _run(_train(run, "pgd_at", epochs=1, nproc=1))
-    common = ["-m", "robustlab", "eval", str(run), "--suite", "fgsm,pgd-5,cw-5,apgd-ce", "--max-samples", "200", "--batch-size", "32",
+    common = ["-m", "robustlab", "--", "eval", str(run), "--suite", "fgsm,pgd-5,cw-5,apgd-ce", "--max-samples", "200", "--batch-size", "32",
               "--no-flags", "--quiet"]
     _run([sys.executable, *common, "--out", str(tmp_path / "one")])
     _run(_torchrun() + [*common, "--out", str(tmp_path / "two")])

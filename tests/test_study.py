@@ -48,3 +48,26 @@ def test_default_digits_study_meets_its_bands(tmp_path):
     assert std["clean"] >= 0.95 and std["worst_case"] <= 0.10
     for m in ("pgd_at", "trades", "alp"):
         assert evals[m]["worst_case"] >= std["worst_case"] + 0.30, (m, evals[m]["worst_case"])
+
+
+def test_study_trains_each_run_on_two_processes_with_nproc(tmp_path):
+    cfg = tmp_path / "mini.yaml"
+    cfg.write_text(MINI)
+    report = run_study(cfg, out_root=tmp_path / "runs", quiet=True, nproc=2, overrides=["train.epochs=1"])
+    assert "| trades |" in report.read_text()
+    lines = (tmp_path / "runs/mini/trades/metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1  # one line per epoch: only rank 0 wrote
+
+
+def test_parallel_jobs_respect_dependencies(tmp_path):
+    from robustlab.config import load_study, study_runs
+    from robustlab.study import dependencies
+
+    cfg = tmp_path / "dep.yaml"
+    cfg.write_text(MINI + "  - {label: child, method: standard, callbacks: [{name: init_from, run: standard}]}\n")
+    deps = dependencies(study_runs(load_study(cfg)))
+    assert deps == {"standard": set(), "trades": set(), "child": {"standard"}}
+    report = run_study(cfg, out_root=tmp_path / "runs", quiet=True, jobs=2, overrides=["train.epochs=1"])
+    meta = json.loads((tmp_path / "runs/mini/child/model.json").read_text())
+    assert meta["init_from"]["checkpoint"].endswith("standard/model")
+    assert "| child |" in report.read_text()

@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="root of the run directories (default runs)")
     p.add_argument("--jobs", type=int, default=None,
                    help="runs trained and evaluated at once, in worker processes (default: one per CPU core up to 4; 1 on a GPU)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train each run with torch.distributed on this many processes (torchrun; one run at a time)")
     _common(p)
 
     p = sub.add_parser("analyze", help="run diagnostics on a trained model",
@@ -150,11 +152,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import RunConfig, deep_merge, load_study, load_yaml, make_run_config, parse_override, set_path, study_runs
     from .train import train_run
 
-    if args.config and args.run:
-        runs = {label: cfg for label, _, cfg in study_runs(load_study(args.config))}
+    sets = args.set
+    if args.config and args.run:  # the study's --set overrides apply as in `robustlab study`
+        runs = {label: cfg for label, _, cfg in study_runs(load_study(args.config, args.set))}
         if args.run not in runs:
             raise RobustlabError(f"--run {args.run!r}: no such run in {args.config}; runs: {', '.join(runs)}.")
-        data = runs[args.run].model_dump(mode="json")
+        data, sets = runs[args.run].model_dump(mode="json"), []
     else:
         data = RunConfig().model_dump(mode="json")  # defaults, so --set can reach any key
         if args.config:
@@ -166,7 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         cli["train"] = {"epochs": args.epochs}
     data = deep_merge(data, cli)
-    for text in args.set:
+    for text in sets:
         keys, value = parse_override(text)
         set_path(data, keys, value)
     cfg = make_run_config(data)
@@ -291,7 +294,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     report = run_study(args.config, overrides=args.set, out_root=args.out, data_root=args.data_root, device=args.device,
-                       quiet=args.quiet, only=only, jobs=args.jobs)
+                       quiet=args.quiet, only=only, jobs=args.jobs, nproc=args.nproc)
     print(f"wrote {report}")
     return 0
 
@@ -387,6 +390,9 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "study": c
 def main(argv: list[str] | None = None) -> int:
     from .distributed import shutdown
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--"]:  # `torchrun ... -m robustlab -- train ...` and the same line without torchrun
+        argv = argv[1:]
     args = build_parser().parse_args(argv)
     try:
         code = COMMANDS[args.command](args)

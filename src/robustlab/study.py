@@ -137,14 +137,42 @@ def _dataset(cfg: RunConfig, data_root: str | None, cache: dict[str, Any]):
     return cache[key]
 
 
+class DistributedLauncher:
+    """Trains one run of a study under torchrun on `nproc` processes (`robustlab train --run LABEL`)."""
+
+    def __init__(self, config: Path, overrides: list[str], nproc: int, data_root: str | None, device: str):
+        self.config, self.overrides, self.nproc, self.data_root, self.device = config, overrides, nproc, data_root, device
+
+    def __call__(self, label: str, run_dir: Path, resume: bool, quiet: bool) -> None:
+        import socket
+        import subprocess
+        import sys
+
+        # `--` keeps torchrun's own parser off our options (it would take --run for its --run-path)
+        with socket.socket() as s:  # a free port for this launch's rendezvous
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(self.nproc),
+               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "-m", "robustlab", "--", "train",
+               "--config", str(self.config), "--run", label, "--out", str(run_dir), "--device", self.device]
+        cmd += [a for o in self.overrides for a in ("--set", o)] + (["--resume"] if resume else []) + (["--quiet"] if quiet else [])
+        cmd += ["--data-root", self.data_root] if self.data_root else []
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            raise RobustlabError(f"run {label!r}: distributed training on {self.nproc} processes failed "
+                                 f"(exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
 def _train_and_evaluate(cfg: RunConfig, run_dir: Path, state: str, data_root: str | None, device: str, quiet: bool,
-                        threads: int | None = None, cache: dict[str, Any] | None = None) -> float:
+                        threads: int | None = None, cache: dict[str, Any] | None = None, launch=None, label: str = "") -> float:
     """Train (or resume) one run unless it is done, then evaluate it; returns the training seconds."""
     if threads is not None:
         torch.set_num_threads(threads)
     ds = _dataset(cfg, data_root, _WORKER_DATA if cache is None else cache)
     t0 = time.perf_counter()
-    if state != "done":
+    if state != "done" and launch is not None:
+        launch(label, run_dir, state == "partial", quiet)
+    elif state != "done":
         train_run(cfg, run_dir, resume=state == "partial", dataset=ds, quiet=quiet, device=device)
     seconds = time.perf_counter() - t0
     evaluate_run(cfg, run_dir, data_root=data_root, device=torch.device(device), quiet=quiet, dataset=ds)
@@ -158,11 +186,13 @@ def default_jobs(device: torch.device) -> int:
 
 def run_study(config: str | Path | None = None, *, overrides: list[str] = (), out_root: str | Path = "runs",
               data_root: str | None = None, device: str | None = None, quiet: bool = False,
-              only: list[str] | None = None, jobs: int | None = None) -> Path:
+              only: list[str] | None = None, jobs: int | None = None, nproc: int = 1) -> Path:
     """Run the study and write runs/<study>/report.md; returns the report path.
 
     With `jobs` > 1, runs train and evaluate in that many worker processes at once (each with its
-    share of the CPU threads), a run starting once the runs it depends on have finished.
+    share of the CPU threads), a run starting once the runs it depends on have finished. With `nproc`
+    > 1, each run trains under torchrun on that many processes (DistributedDataParallel), one run at a
+    time, and is evaluated here.
     """
     study = load_study(config or DEFAULT_CONFIG, overrides)
     data_root = data_root or study.data_root
@@ -180,9 +210,14 @@ def run_study(config: str | Path | None = None, *, overrides: list[str] = (), ou
     for spec in study.sections:
         SECTIONS.get(spec if isinstance(spec, str) else spec.get("name"))
     dev = resolve_device(device or runs[0][2].device)
-    jobs = jobs or default_jobs(dev)
+    if nproc < 1:
+        raise RobustlabError(f"nproc={nproc}; allowed: 1 or more processes per run.")
+    jobs = 1 if nproc > 1 else (jobs or default_jobs(dev))
     if jobs < 1:
         raise RobustlabError(f"jobs={jobs}; allowed: 1 or more parallel runs.")
+    launch = None
+    if nproc > 1:
+        launch = DistributedLauncher(Path(config or DEFAULT_CONFIG), list(overrides), nproc, data_root, str(dev))
     t_study = time.perf_counter()
     states = {}
     for label, _, cfg in runs:
@@ -191,7 +226,7 @@ def run_study(config: str | Path | None = None, *, overrides: list[str] = (), ou
         if states[label] == "stale":
             moved = move_aside(run_dir)
             console.print(f"{run_dir} holds a run with a different config; moved it to {moved}")
-    seconds = _execute(runs, states, out_dir, data_root, str(dev), quiet, jobs, datasets)
+    seconds = _execute(runs, states, out_dir, data_root, str(dev), quiet, jobs, datasets, launch)
     records = []
     for label, group, cfg in runs:
         run_dir = out_dir / label
@@ -214,7 +249,7 @@ def run_study(config: str | Path | None = None, *, overrides: list[str] = (), ou
     return report
 
 
-def _execute(runs, states, out_dir: Path, data_root, device: str, quiet: bool, jobs: int, datasets) -> dict[str, float]:
+def _execute(runs, states, out_dir: Path, data_root, device: str, quiet: bool, jobs: int, datasets, launch=None) -> dict[str, float]:
     """Train and evaluate every run, in order, `jobs` at a time; returns each run's training seconds."""
     deps = dependencies(runs)
     order = {label: i for i, (label, _, _) in enumerate(runs)}
@@ -224,7 +259,8 @@ def _execute(runs, states, out_dir: Path, data_root, device: str, quiet: bool, j
         for i, (label, _, cfg) in enumerate(runs):
             if not quiet:
                 console.rule(f"[{i + 1}/{n}] {label}: {cfg.method.name} on {cfg.dataset.name} / {cfg.model.name}, {cfg.threat_model}")
-            seconds[label] = _train_and_evaluate(cfg, out_dir / label, states[label], data_root, device, quiet, cache=datasets)
+            seconds[label] = _train_and_evaluate(cfg, out_dir / label, states[label], data_root, device, quiet, cache=datasets,
+                                                 launch=launch, label=label)
         return seconds
     import concurrent.futures as cf
     import multiprocessing as mp
