@@ -23,28 +23,18 @@ dependencies (it declares torchvision, which it does not import):
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import study_run  # noqa: E402
+
 from robustlab import attacks, data
 from robustlab.checkpoint import load_model
 from robustlab.threat import ThreatModel
-
-
-def study_run(label: str) -> Path:
-    """The run directory of `label` in the default digits study, trained (into runs/digits) if missing."""
-    from robustlab.config import load_study, study_runs
-    from robustlab.study import run_state
-    from robustlab.train import train_run
-
-    cfg = {lab: c for lab, _, c in study_runs(load_study("configs/digits.yaml"))}[label]
-    run_dir = Path("runs/digits") / label
-    if run_state(cfg, run_dir) != "done":
-        print(f"training {run_dir} (the digits study's {label!r} run) ...")
-        train_run(cfg, run_dir, resume=run_state(cfg, run_dir) == "partial", quiet=True, device="cpu")
-    return run_dir
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -33,3 +34,17 @@ def input_grad_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) ->
     loss = torch.nn.functional.cross_entropy(model(x), y, reduction="sum")
     (g,) = torch.autograd.grad(loss, x)
     return g
+
+
+def study_run(label: str) -> Path:
+    """The run directory of `label` in the default digits study, trained (into runs/digits) if missing."""
+    from robustlab.config import load_study, study_runs
+    from robustlab.study import run_state
+    from robustlab.train import train_run
+
+    cfg = {lab: c for lab, _, c in study_runs(load_study("configs/digits.yaml"))}[label]
+    run_dir = Path("runs/digits") / label
+    if run_state(cfg, run_dir) != "done":
+        print(f"training {run_dir} (the digits study's {label!r} run) ...")
+        train_run(cfg, run_dir, resume=run_state(cfg, run_dir) == "partial", quiet=True, device="cpu")
+    return run_dir
