@@ -136,9 +136,10 @@ class PGD(Attack):
             better = value > best_loss
             if success_first:
                 better = (succ & ~best_succ) | ((succ == best_succ) & better)
-            best_x[better] = cand[better]
-            best_loss[better] = value[better]
-            best_succ[better] = succ[better]
+            # in place and without boolean indexing (no host sync, no gather/scatter): this runs every step
+            best_x.copy_(torch.where(better.view(-1, *([1] * (cand.dim() - 1))), cand, best_x))
+            best_loss.copy_(torch.where(better, value, best_loss))
+            best_succ.copy_(torch.where(better, succ, best_succ))
 
         for _ in range(self.restarts):
             x_adv = random_start(x, self.threat, self.start, self.sigma, generator)
