@@ -145,3 +145,10 @@ def test_bf16_autocast_and_channels_last_train_and_fp16_needs_cuda(tmp_path, dig
     if not torch.cuda.is_available():
         with pytest.raises(RobustlabError, match="fp16 needs a CUDA device"):
             train_run(_small(epochs=1, precision="fp16"), tmp_path / "fp16", dataset=digits, quiet=True)
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_and_its_checkpoint_loads_plainly(tmp_path, digits):
+    train_run(_small(epochs=1, compile=True), tmp_path, dataset=digits, quiet=True)
+    model, _ = ckpt.load_model(tmp_path)  # the same keys as an uncompiled model
+    assert model(digits.test.x[:4]).shape == (4, 10)
