@@ -11,13 +11,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..analysis._figures import save_figure as save  # noqa: E402  (one figure writer for analyses and reports)
+
 COLORS = plt.get_cmap("tab10").colors
 
 
-def save(fig: plt.Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
 
 
 def curves(
