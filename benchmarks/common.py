@@ -48,3 +48,12 @@ def study_run(label: str) -> Path:
         print(f"training {run_dir} (the digits study's {label!r} run) ...")
         train_run(cfg, run_dir, resume=run_state(cfg, run_dir) == "partial", quiet=True, device="cpu")
     return run_dir
+
+
+def art_classifier(model: torch.nn.Module, num_classes: int, input_shape: tuple[int, ...]):
+    """`model` wrapped as an adversarial-robustness-toolbox PyTorchClassifier on CPU, inputs in [0, 1] (raises
+    ImportError when ART is not installed)."""
+    from art.estimators.classification import PyTorchClassifier
+
+    return PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), input_shape=input_shape, nb_classes=num_classes,
+                             clip_values=(0.0, 1.0), device_type="cpu")

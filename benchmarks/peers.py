@@ -6,7 +6,7 @@ AutoAttack itself is compared in benchmarks/autoattack_speed.py.
     python benchmarks/peers.py --run RUN --n 450 --threads 2
 
 The peers are optional and never robustlab dependencies; install them without their dependencies:
-    pip install --no-deps torchattacks adversarial-robustness-toolbox six tqdm
+    pip install --no-deps torchattacks adversarial-robustness-toolbox six tqdm multiprocess dill
 
 Like-for-like settings: one random start, the same step, CE loss. Ours is timed twice: the last iterate
 (as the peers return it) and our evaluation default, which keeps each point's best iterate (one extra
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, study_run  # noqa: E402
+from common import art_classifier, machine, study_run  # noqa: E402
 
 from robustlab import attacks, data  # noqa: E402
 from robustlab.checkpoint import load_model  # noqa: E402
@@ -63,10 +63,8 @@ def peers(model, threat: ThreatModel, k: int, step: float, n: int, num_classes: 
         print("torchattacks is not installed: skipped (pip install --no-deps torchattacks)")
     try:
         from art.attacks.evasion import AutoProjectedGradientDescent, ProjectedGradientDescentPyTorch
-        from art.estimators.classification import PyTorchClassifier
 
-        clf = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), input_shape=input_shape, nb_classes=num_classes,
-                                clip_values=(0.0, 1.0), device_type="cpu")
+        clf = art_classifier(model, num_classes, input_shape)
         art_norm = np.inf if threat.norm == "linf" else 2
         art_pgd = ProjectedGradientDescentPyTorch(clf, norm=art_norm, eps=threat.eps, eps_step=step, max_iter=k, num_random_init=1,
                                                   batch_size=n, verbose=False)
@@ -75,7 +73,7 @@ def peers(model, threat: ThreatModel, k: int, step: float, n: int, num_classes: 
         out["ART"] = {"pgd": lambda x, y: torch.from_numpy(art_pgd.generate(x.numpy(), y.numpy())),
                       "apgd-ce": lambda x, y: torch.from_numpy(art_apgd.generate(x.numpy(), y.numpy()))}
     except ImportError:
-        print("adversarial-robustness-toolbox is not installed: skipped (pip install --no-deps adversarial-robustness-toolbox six tqdm)")
+        print("adversarial-robustness-toolbox is not installed: skipped (pip install --no-deps adversarial-robustness-toolbox six tqdm multiprocess dill)")
     return out
 
 
