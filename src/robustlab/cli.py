@@ -42,6 +42,14 @@ EPILOG_SWEEP = """examples:
 """
 
 
+def _eval_data(p: argparse.ArgumentParser) -> None:
+    """The data options `eval` and `sweep` share: which points, in which batches, with which attack seed."""
+    p.add_argument("--max-samples", "--n", dest="n", type=int, help="use the first N points of the split only")
+    p.add_argument("--split", default="test", choices=["test", "val"], help="data split (default test)")
+    p.add_argument("--batch-size", type=int, default=500, help="attack batch size (default 500)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="where dataset files live (default: $ROBUSTLAB_DATA, else ./data)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
@@ -75,10 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", default=None, help="suite name (paper, quick, ...) or comma-separated attack specs (default: the run's eval.suite, else paper)")
     p.add_argument("--threat", help="threat model (default: the one the model was trained for)")
     p.add_argument("--step", type=float, help="step size of iterative attacks (default eps/4)")
-    p.add_argument("--max-samples", "--n", dest="n", type=int, help="evaluate on the first N points of the split only")
-    p.add_argument("--split", default="test", choices=["test", "val"], help="data split (default test)")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
+    _eval_data(p)
     p.add_argument("--out", help="directory for eval.json / eval.md (default: the run directory, where a suite other than "
                                  "the run's own writes eval_<suite>.json)")
     p.add_argument("--no-flags", action="store_true", help="skip the sanity flags")
@@ -91,10 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", help="comma-separated radii in the models' norm, e.g. 0.05,0.1,0.2 or 2px,4px,8px "
                                  "(default: 0.25, 0.5, 0.75, 1, 1.5 and 2 times the first model's eps)")
     p.add_argument("--suite", default="quick", help="suite name or comma-separated attack specs (default quick)")
-    p.add_argument("--max-samples", "--n", dest="n", type=int, help="use the first N points of the split only")
-    p.add_argument("--split", default="test", choices=["test", "val"], help="data split (default test)")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
+    _eval_data(p)
     p.add_argument("--out", help="directory for robustness_curve.png and sweep.json (default: the run directory, "
                                  "or the runs' common parent directory)")
     _common(p)
