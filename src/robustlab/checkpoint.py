@@ -13,32 +13,29 @@
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError, safe_open
 
 from . import __version__
 from .errors import RobustlabError
+from .rundir import atomic_path, write_text_atomic
 
 MODEL_FILE = "model"  # the selected (best) model in a run directory
 LAST_FILE = "last"
 STATE_FILE = "train_state.safetensors"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """One safetensors file, written atomically (serialised here, written by Python: a full disk is an OSError)."""
+    data = safetensors.torch.save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def model_meta(model: torch.nn.Module) -> dict[str, Any]:
@@ -58,8 +55,8 @@ def save_model(stem: str | Path, model: torch.nn.Module, meta: dict[str, Any]) -
     """Write `stem.safetensors` and `stem.json`; weights first, so a JSON always has its weights."""
     stem = Path(stem)
     info = {"robustlab_version": __version__, **model_meta(model), **meta}
-    _atomic_save_tensors(stem.with_suffix(".safetensors"), model.state_dict(), {"format": "robustlab-model"})
-    _atomic_write_text(stem.with_suffix(".json"), json.dumps(info, indent=2, default=str))
+    save_tensors(stem.with_suffix(".safetensors"), model.state_dict(), {"format": "robustlab-model"})
+    write_text_atomic(stem.with_suffix(".json"), json.dumps(info, indent=2, default=str))
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -77,16 +74,39 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return p
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file robustlab wrote; a damaged or foreign file is a one-line error."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RobustlabError(f"{path} is not valid JSON ({e}); the file is damaged or not robustlab's.") from None
+    if not isinstance(data, dict):
+        raise RobustlabError(f"{path} holds a JSON {type(data).__name__}; robustlab expected an object of fields.")
+    return data
+
+
 def load_meta(path: str | Path) -> dict[str, Any]:
-    return json.loads(resolve_checkpoint(path).with_suffix(".json").read_text())
+    return read_json(resolve_checkpoint(path).with_suffix(".json"))
+
+
+@contextmanager
+def open_safetensors(path: Path) -> Iterator[Any]:
+    """safetensors' `safe_open`, where a truncated or foreign file is a one-line error naming it."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            yield f
+    except SafetensorError as e:
+        raise RobustlabError(f"{path} is not a readable safetensors file ({e}); it is truncated or damaged.") from None
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file."""
+    with open_safetensors(path) as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
 
 
 def load_weights(stem: Path) -> dict[str, torch.Tensor]:
-    tensors = {}
-    with safe_open(str(stem.with_suffix(".safetensors")), framework="pt") as f:
-        for k in f.keys():
-            tensors[k] = f.get_tensor(k)
-    return tensors
+    return read_safetensors(stem.with_suffix(".safetensors"))[0]
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -94,12 +114,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     from . import models
 
     stem = resolve_checkpoint(path)
-    meta = json.loads(stem.with_suffix(".json").read_text())
+    where = stem.with_suffix(".json")
+    meta = read_json(where)
     try:
         model = models.create(meta["arch"], meta["num_classes"], meta["in_channels"], meta["input_size"],
                               tuple(meta["mean"]), tuple(meta["std"]), **meta.get("arch_kwargs", {}))
     except KeyError as e:
-        raise RobustlabError(f"{stem.with_suffix('.json')}: missing field {e} (not a robustlab checkpoint?).") from None
+        raise RobustlabError(f"{where}: missing field {e} (not a robustlab checkpoint?).") from None
+    except RobustlabError as e:
+        raise RobustlabError(f"{where}: {e}") from None
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise RobustlabError(f"{where}: its fields do not describe a model ({type(e).__name__}: {e}).") from None
     load_state_dict_checked(model, load_weights(stem), f"{stem.with_suffix('.safetensors')} ({meta['arch']})")
     return model.to(device).eval(), meta
 
@@ -154,14 +179,25 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def save_state(path: str | Path, tree: dict[str, Any]) -> None:
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _flatten(tree, tensors)
-    _atomic_save_tensors(Path(path), tensors, {"format": "robustlab-train-state", "tree": json.dumps(skeleton)})
+    save_tensors(Path(path), tensors, {"format": "robustlab-train-state", "tree": json.dumps(skeleton)})
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    with safe_open(str(path), framework="pt") as f:
+    tensors, meta = read_safetensors(path)
+    return _unflatten(_state_tree(path, meta), tensors)
+
+
+def state_epoch(path: str | Path) -> int:
+    """The number of finished epochs a training state records (read from its header, no tensors loaded)."""
+    path = Path(path)
+    with open_safetensors(path) as f:
         meta = f.metadata() or {}
-        if meta.get("format") != "robustlab-train-state":
-            raise RobustlabError(f"{path} is not a robustlab training state.")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return _unflatten(json.loads(meta["tree"]), tensors)
+    items = dict((k, v) for k, v in _state_tree(path, meta)["__items__"])
+    return int(items["epoch"])
+
+
+def _state_tree(path: Path, meta: dict[str, str]) -> Any:
+    if meta.get("format") != "robustlab-train-state" or "tree" not in meta:
+        raise RobustlabError(f"{path} is not a robustlab training state.")
+    return json.loads(meta["tree"])

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,9 +33,12 @@ from .attacks import build as build_attack
 from .attacks import check_logits
 from .config import FlagConfig
 from .data import Split, batches, check_images, check_labels
+from .checkpoint import read_json
+from .data.npz import read_numpy
 from .distributed import World
 from .errors import RobustlabError
 from .registry import Registry
+from .rundir import atomic_path, write_text_atomic
 from .threat import ThreatModel
 from .ui import console, out, progress_bar
 
@@ -113,17 +115,22 @@ class EvalResult:
         return np.logical_and.reduce(rows)[:n]
 
     def save(self, run_dir: str | Path, stem: str = "eval") -> None:
+        """Write <stem>_samples.npz, <stem>.md and, last, <stem>.json (what `load` and a study look for)."""
         run_dir = Path(run_dir)
-        (run_dir / f"{stem}.json").write_text(json.dumps(self.to_json(), indent=2))
-        np.savez_compressed(run_dir / f"{stem}_samples.npz", **{k: v for k, v in self.per_sample.items()})
-        (run_dir / f"{stem}.md").write_text(markdown_table({run_dir.name: self}) + stages_lines(self) + flag_lines(self.flags))
+        with atomic_path(run_dir / f"{stem}_samples.npz") as tmp:
+            np.savez_compressed(tmp, **self.per_sample)
+        write_text_atomic(run_dir / f"{stem}.md", markdown_table({run_dir.name: self}) + stages_lines(self) + flag_lines(self.flags))
+        write_text_atomic(run_dir / f"{stem}.json", json.dumps(self.to_json(), indent=2))
 
     @classmethod
     def load(cls, run_dir: str | Path, stem: str = "eval") -> "EvalResult":
-        d = json.loads((Path(run_dir) / f"{stem}.json").read_text())
+        d = read_json(Path(run_dir) / f"{stem}.json")
         samples = Path(run_dir) / f"{stem}_samples.npz"
-        per = dict(np.load(samples, allow_pickle=False)) if samples.exists() else {}
-        return cls(**d, per_sample=per)
+        per = read_numpy(samples) if samples.exists() else {}
+        try:
+            return cls(**d, per_sample=per)
+        except TypeError as e:
+            raise RobustlabError(f"{Path(run_dir) / (stem + '.json')} is not a robustlab evaluation ({e}).") from None
 
 
 class EvalState:
@@ -138,10 +145,10 @@ class EvalState:
         self.seconds: dict[str, float] = {}
         self.arrays: dict[str, np.ndarray] = {}
         if self.json_path.exists() and self.npz_path.exists():
-            saved = json.loads(self.json_path.read_text())
+            saved = read_json(self.json_path)
             if saved.get("settings") == self.settings:
                 self.batches, self.seconds = saved["batches"], saved["seconds"]
-                self.arrays = dict(np.load(self.npz_path, allow_pickle=False))
+                self.arrays = read_numpy(self.npz_path)
 
     @property
     def resumed(self) -> bool:
@@ -150,12 +157,10 @@ class EvalState:
     def record(self, label: str, batches_done: int, seconds: float, arrays: dict[str, np.ndarray]) -> None:
         self.arrays.update(arrays)
         self.batches[label], self.seconds[label] = batches_done, seconds
-        tmp = self.npz_path.with_name(self.npz_path.stem + ".tmp.npz")
-        np.savez(tmp, **self.arrays)
-        os.replace(tmp, self.npz_path)
-        tmp = self.json_path.with_name(self.json_path.name + ".tmp")
-        tmp.write_text(json.dumps({"settings": self.settings, "batches": self.batches, "seconds": self.seconds}))
-        os.replace(tmp, self.json_path)  # written last: it never claims batches the npz lacks
+        with atomic_path(self.npz_path) as tmp:
+            np.savez(tmp, **self.arrays)
+        # written last: it never claims batches the npz lacks
+        write_text_atomic(self.json_path, json.dumps({"settings": self.settings, "batches": self.batches, "seconds": self.seconds}))
 
     def remove(self) -> None:
         self.json_path.unlink(missing_ok=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..rundir import atomic_path
+
 
 def pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend."""
@@ -19,5 +21,6 @@ def save_figure(fig, path: Path) -> None:
     """Lay out, write `path` (creating its folder) and close the figure."""
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, bbox_inches="tight")
     pyplot().close(fig)

@@ -29,8 +29,10 @@ from torch import nn
 
 from ..attacks import build as build_attack
 from ..data import Split, batches
+from ..data.npz import read_numpy
 from ..methods.aalp import ground_truth_probability
 from ..methods.alp import logit_pairing
+from ..rundir import atomic_path, write_text_atomic
 from ..train import CALLBACKS, Callback
 from . import ANALYSES, AnalysisContext
 from ._figures import pyplot, save_figure
@@ -166,17 +168,16 @@ class ALPLossBySet(Callback):
         self.rows = {k: [] for k in keys}
         store, _ = self._paths(trainer)
         if trainer.epoch > 0 and store.exists():
-            with np.load(store, allow_pickle=False) as saved:
-                self.rows = {k: list(saved[k][: trainer.epoch]) for k in keys}
+            saved = read_numpy(store)
+            self.rows = {k: list(saved[k][: trainer.epoch]) for k in keys}
 
     def on_epoch_end(self, trainer, epoch, record) -> dict[str, Any]:
         out = paired_outputs(trainer.model, self.points, self.attack, batch_size=self.batch_size, seed=self.seed)
         for k in self.rows:
             self.rows[k].append(out[k])
         store, _ = self._paths(trainer)
-        tmp = store.with_name("alp_loss_by_set.tmp.npz")
-        np.savez_compressed(tmp, **{k: np.stack(v) for k, v in self.rows.items()})
-        tmp.replace(store)
+        with atomic_path(store) as tmp:
+            np.savez_compressed(tmp, **{k: np.stack(v) for k, v in self.rows.items()})
         return {f"{self.split}_alp": float(out["alp"].mean())}
 
     def on_train_end(self, trainer) -> None:
@@ -191,4 +192,4 @@ class ALPLossBySet(Callback):
             result["counts"][name] = int(sel.sum())
             result[name] = [float(v) for v in alp[:, sel].mean(1)] if sel.any() else [None] * alp.shape[0]
         _, path = self._paths(trainer)
-        path.write_text(json.dumps(result, indent=2))
+        write_text_atomic(path, json.dumps(result, indent=2))

@@ -71,25 +71,36 @@ def _labels(y: np.ndarray, where: str, n: int) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64))
 
 
-def _read(path: Path) -> dict[str, np.ndarray]:
+def read_numpy(path: str | Path, mmap_mode: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
+    """A .npy file's array or an .npz archive's arrays by name, never unpickling (allow_pickle=False).
+
+    An array of Python objects, a truncated or foreign file: a one-line error naming the file."""
+    path = Path(path)
     try:
+        if mmap_mode is not None:
+            return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
         with open(path, "rb") as f:  # our own handle, closed even when numpy fails half-way
             z = np.load(f, allow_pickle=False)
             if isinstance(z, np.ndarray):
-                raise RobustlabError(f"{path}: expected an .npz archive (numpy.savez); got a single .npy array.")
+                return z
             with z:
                 return {k: z[k] for k in z.files}
-    except RobustlabError:
-        raise
     except ValueError as err:
         if "allow_pickle" in str(err):
             raise RobustlabError(
-                f"{path}: holds pickled Python objects, which are refused (allow_pickle=False); save plain arrays "
-                "(class names as np.array(names) of str, not dtype=object)."
+                f"{path}: holds pickled Python objects (an array of dtype=object), which are refused (allow_pickle=False); "
+                "save plain numeric arrays (class names as np.array(names) of str, not dtype=object)."
             ) from None
-        raise RobustlabError(f"{path}: not a readable .npz archive ({err}).") from None
+        raise RobustlabError(f"{path}: not a readable numpy file ({err}).") from None
     except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise RobustlabError(f"{path}: not a readable .npz archive ({type(err).__name__}: {err}).") from None
+        raise RobustlabError(f"{path}: not a readable numpy file ({type(err).__name__}: {err}).") from None
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    arrays = read_numpy(path)
+    if isinstance(arrays, np.ndarray):
+        raise RobustlabError(f"{path}: expected an .npz archive (numpy.savez); got a single .npy array.")
+    return arrays
 
 
 @DATASETS.register("npz")

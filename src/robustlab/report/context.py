@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checkpoint import read_json
 from ..config import RunConfig, StudyConfig
 from ..data import ImageDataset
 from ..evaluate import EvalResult
+from ..rundir import write_text_atomic
 
 
 @dataclass
@@ -36,7 +38,7 @@ class RunRecord:
 
     @property
     def meta(self) -> dict[str, Any]:
-        return json.loads((self.run_dir / "model.json").read_text())
+        return read_json(self.run_dir / "model.json")
 
 
 @dataclass
@@ -92,10 +94,10 @@ class StudyContext:
         """A JSON analysis result stored in the run's analysis/ directory, computed once."""
         path = record.run_dir / "analysis" / f"{key}.json"
         if path.exists():
-            return json.loads(path.read_text())
+            return read_json(path)
         result = compute()
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2))
+        write_text_atomic(path, json.dumps(result, indent=2))
         return result
 
     def analysis(self, record: RunRecord, name: str, **options: Any) -> dict[str, Any]:

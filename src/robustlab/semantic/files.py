@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.npz import read_numpy
 from ..errors import RobustlabError
 
 
@@ -23,14 +24,17 @@ def file_class_vectors(path: str | Path, class_names: list[str]) -> np.ndarray:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
+        arr = read_numpy(path)
+        if not isinstance(arr, np.ndarray):
+            raise RobustlabError(f"{path}: expected a single .npy array; this is an .npz archive (name it .npz).")
         if arr.ndim != 2 or arr.shape[0] != len(class_names):
             raise RobustlabError(f"{path}: expected a {len(class_names)}×D array (one row per class, in the dataset's "
                                  f"class order {class_names}); got shape {arr.shape}.")
         return arr.astype(np.float32)
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            mapping = {k: z[k] for k in z.files}
+        mapping = read_numpy(path)
+        if isinstance(mapping, np.ndarray):
+            raise RobustlabError(f"{path}: expected an .npz archive of one array per class; this is a single .npy array.")
     elif suffix == ".json":
         try:
             mapping = json.loads(path.read_text())

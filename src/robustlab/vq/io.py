@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..checkpoint import _atomic_save_tensors, _atomic_write_text, load_state_dict_checked, load_weights
+from ..checkpoint import load_state_dict_checked, load_weights, save_tensors
+from ..rundir import write_text_atomic
 from ..errors import RobustlabError
 from .model import PUBLISHED, VQArch, VQModel
 
@@ -34,8 +35,8 @@ def save_vq(stem: str | Path, vq: VQModel, meta: dict[str, Any]) -> None:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     info = {"format": FORMAT, "robustlab_version": __version__, "arch": vq.arch.to_json(), **meta}
-    _atomic_save_tensors(stem.with_suffix(".safetensors"), vq.state_dict(), {"format": FORMAT})
-    _atomic_write_text(stem.with_suffix(".json"), json.dumps(info, indent=2, default=str))
+    save_tensors(stem.with_suffix(".safetensors"), vq.state_dict(), {"format": FORMAT})
+    write_text_atomic(stem.with_suffix(".json"), json.dumps(info, indent=2, default=str))
 
 
 def _stem(path: Path) -> Path:
