@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .data.registry import default_batch_size
 from .errors import RobustlabError
 from .threat import ThreatModel
 
@@ -94,7 +95,7 @@ class AugmentConfig(Strict):
 
 class TrainConfig(Strict):
     epochs: int = Field(30, ge=1)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int | None = Field(None, ge=1)  # None: the dataset's default (data.registry.default_batch_size)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     augment: Literal["default", "none"] | AugmentConfig = "default"
@@ -210,17 +211,35 @@ class RunConfig(Strict):
         ThreatModel.parse(v)
         return v
 
+    @model_validator(mode="after")
+    def _batch_size(self) -> "RunConfig":
+        if self.train.batch_size is None:
+            self.train.batch_size = default_batch_size(self.dataset.name)
+        return self
+
     @property
     def threat_model(self) -> ThreatModel:
         return ThreatModel.parse(self.threat)
 
     def fingerprint(self) -> str:
         """A hash of everything that changes training (not evaluation settings or the device)."""
-        d = self.model_dump(mode="json", exclude={"eval", "device"})
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self._training_fields(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def training_differences(self, other: "RunConfig") -> list[str]:
+        """The dotted keys whose values differ between the two configs in what changes training."""
+        return _differences(self._training_fields(), other._training_fields())
+
+    def _training_fields(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"eval", "device"})
 
 
 RUN_KEYS = tuple(RunConfig.model_fields)
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 class StudyConfig(Strict):
@@ -258,7 +277,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [p for p in key.strip().split(".") if p]
     if not path:
         raise RobustlabError(f"--set {text!r}: empty key.")
-    return path, yaml.safe_load(value) if value.strip() else None
+    if not value.strip():
+        return path, None
+    try:
+        return path, yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or "not valid YAML"
+        raise RobustlabError(f"--set {text!r}: the value is read as YAML and {value!r} is not valid YAML ({problem}); "
+                             f"quote strings and close brackets, e.g. --set 'train.optimizer.betas=[0.9, 0.99]'.") from None
 
 
 def set_path(data: dict[str, Any], path: list[str], value: Any) -> None:

@@ -26,9 +26,11 @@ from .attacks import build as build_attack
 from .config import RunConfig, TrainConfig, dump_yaml
 from .distributed import World, ddp_wrap
 from .data import AugmentSpec, ImageDataset, batches, num_batches
+from .data.registry import default_batch_size
 from .errors import RobustlabError, TrainingDiverged
 from .methods import Method, StepContext
 from .registry import Registry
+from .rundir import RunLock, write_text_atomic
 from .threat import ThreatModel
 from .ui import TrainProgress
 
@@ -177,7 +179,8 @@ class Trainer:
         self.train_split = dataset.train.to(self.device)
         self.val_split = dataset.val.head(train_cfg.select.max_samples).to(self.device)
         self.augment = self._augment_spec()
-        self.steps_per_epoch = num_batches(len(self.train_split), train_cfg.batch_size)
+        self.batch_size = train_cfg.batch_size or default_batch_size(dataset.name)
+        self.steps_per_epoch = num_batches(len(self.train_split), self.batch_size)
         self._setup_precision_and_layout()
         params = list(self.model.parameters()) + list(self.method.parameters())
         self.optimizer = make_optimizer(params, train_cfg)
@@ -307,10 +310,10 @@ class Trainer:
         state_path = self.run_dir / ckpt.STATE_FILE
         if resume and state_path.exists():
             self._load_state(ckpt.load_state(state_path))
-            self._rewrite_metrics()
+            self._write_metrics()
             self._log(f"resuming {self.run_dir} after epoch {self.epoch}/{self.cfg.epochs}")
-        elif not resume and state_path.exists():
-            raise RobustlabError(f"{self.run_dir} already holds a training state; pass --resume to continue it, or choose another run directory.")
+        elif not resume:
+            refuse_existing_state(self.run_dir)
         self.method.setup(self)
         for cb in self.callbacks:
             cb.on_train_start(self)
@@ -348,7 +351,7 @@ class Trainer:
         seen = 0
         t0 = time.perf_counter()
         progress.start_epoch(self.epoch)
-        for i, (x, y) in enumerate(batches(self.train_split, self.cfg.batch_size, shuffle=True, generator=self.data_gen,
+        for i, (x, y) in enumerate(batches(self.train_split, self.batch_size, shuffle=True, generator=self.data_gen,
                                            augment=self.augment, device=self.device)):
             if x.shape[0] < self.world.size:
                 continue  # a last batch too small to give every rank a sample (the same on all ranks)
@@ -399,16 +402,16 @@ class Trainer:
             self.best = dict(record)
         if not self.world.is_main:  # every rank keeps the same history and best; only rank 0 writes
             return
+        # each file replaced atomically; the state last, so a kill in between redoes this epoch on --resume
         if new_best:
             ckpt.save_model(self.run_dir / ckpt.MODEL_FILE, self.model, self._checkpoint_meta("best"))
         ckpt.save_model(self.run_dir / ckpt.LAST_FILE, self.model, self._checkpoint_meta("last"))
+        self._write_metrics()
         ckpt.save_state(self.run_dir / ckpt.STATE_FILE, self._state())
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
 
-    def _rewrite_metrics(self) -> None:
+    def _write_metrics(self) -> None:
         if self.world.is_main:
-            (self.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
+            write_text_atomic(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
 
     def _log(self, msg: str) -> None:
         if not self.quiet:
@@ -458,21 +461,60 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data
         raise RobustlabError(f"train.batch_size={cfg.train.batch_size} is the global batch and must be at least the number "
                              f"of processes ({world.size}).")
     ds, model, method, callbacks = build_run(cfg, data_root=data_root, dataset=dataset)
+    trainer = Trainer(model, method, ds, cfg.train, run_dir, threat=cfg.threat_model, callbacks=callbacks,
+                      meta=run_meta(cfg, ds), device=dev, quiet=quiet, world=world)
+    # every check before the first write: a refused command changes no file
+    with RunLock(run_dir) if world.is_main else contextlib.nullcontext():
+        if world.is_main:
+            check_restart(cfg, run_dir, resume)
+            write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg.model_dump(mode="json")))
+        world.barrier()
+        result = trainer.fit(resume=resume)
+    if world.is_main:
+        warn_if_near_chance(result, ds.num_classes)
+    return result
+
+
+def check_restart(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
+    """Refuse to start over a run directory that holds a training state (without `resume`), or to resume it
+    under another config. A config that differs only in `train.epochs` extends (or shortens, while that many
+    epochs are not yet done) the run."""
+    if not resume:
+        refuse_existing_state(run_dir)
+    if not (run_dir / ckpt.STATE_FILE).exists():
+        return
     config_path = run_dir / "config.yaml"
-    if resume and config_path.exists():
+    if config_path.exists():
         from .config import load_yaml, make_run_config
 
         old = make_run_config(load_yaml(config_path), str(config_path))
-        if old.fingerprint() != cfg.fingerprint():
-            raise RobustlabError(f"{run_dir}: the config differs from the one this run was started with; "
-                                 f"resume with the same config, or train into a new run directory.")
-    if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(dump_yaml(cfg.model_dump(mode="json")))
-    world.barrier()
-    trainer = Trainer(model, method, ds, cfg.train, run_dir, threat=cfg.threat_model, callbacks=callbacks,
-                      meta=run_meta(cfg, ds), device=dev, quiet=quiet, world=world)
-    return trainer.fit(resume=resume)
+        changed = [k for k in old.training_differences(cfg) if k != "train.epochs"]
+        if changed:
+            raise RobustlabError(f"{run_dir}: the config differs from the one this run was started with in {', '.join(changed)}; "
+                                 f"resume with the same config (only train.epochs may change, to extend the run), or train into "
+                                 f"a new run directory.")
+    done = ckpt.state_epoch(run_dir / ckpt.STATE_FILE)
+    if cfg.train.epochs < done:
+        raise RobustlabError(f"{run_dir} has finished {done} epochs; train.epochs={cfg.train.epochs} would shorten it. "
+                             f"Pass train.epochs >= {done} to extend it, or train into a new run directory.")
+
+
+def refuse_existing_state(run_dir: Path) -> None:
+    if (run_dir / ckpt.STATE_FILE).exists():
+        raise RobustlabError(f"{run_dir} already holds a training state; pass --resume to continue it, or choose another "
+                             f"run directory.")
+
+
+def warn_if_near_chance(result: TrainResult, num_classes: int) -> None:
+    """A selected model whose clean validation accuracy is below twice chance has learnt next to nothing:
+    its robustness numbers would mean nothing, so say so."""
+    clean = result.best_metrics.get("val_clean")
+    if clean is not None and clean < 2 / num_classes:
+        from .ui import console
+
+        console.print(f"warning: the selected model (epoch {result.best_epoch}) has {100 * clean:.1f}% clean validation accuracy, "
+                      f"near chance ({100 / num_classes:.0f}% for {num_classes} classes); train longer or change the learning "
+                      f"rate before trusting its evaluation.", markup=False)
 
 
 __all__ = ["CALLBACKS", "Callback", "TrainResult", "Trainer", "build_run", "lr_factor", "make_optimizer", "train_run"]

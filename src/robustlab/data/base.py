@@ -167,10 +167,10 @@ def carve_validation(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: in
 
 def missing_files_error(dataset: str, expected: list[str], searched: list[Path], hint: str = "") -> RobustlabError:
     """The error for a dataset whose files are not on disk: names the files and the paths searched."""
-    where = "\n  ".join(str(p) for p in searched)
+    where = ", ".join(str(p) for p in searched)
     files = ", ".join(expected)
     return RobustlabError(
-        f"{dataset}: data files not found. Expected {files} in one of:\n  {where}\n"
+        f"{dataset}: data files not found. Expected {files} in one of the folders searched: {where}. "
         f"Set the data root with --data-root or $ROBUSTLAB_DATA.{(' ' + hint) if hint else ''}"
     )
 
