@@ -22,7 +22,9 @@ from . import checkpoint as ckpt
 from .config import RunConfig, StudyConfig, load_study, study_runs
 from .errors import RobustlabError
 from .evaluate import EvalResult, evaluate, flag_lines, resolve_suite
+from .processes import die_with_parent, launch_kwargs
 from .report import SECTIONS, RunRecord, StudyContext
+from .rundir import LOCK_FILE, locked, write_text_atomic
 from .train import build_run, resolve_device, train_run
 from .ui import console
 
@@ -33,18 +35,22 @@ def run_state(cfg: RunConfig, run_dir: Path) -> str:
     """'new', 'done', 'partial' or 'stale' (the directory holds a run with another config)."""
     state = run_dir / ckpt.STATE_FILE
     if not state.exists():
-        return "stale" if run_dir.exists() and any(run_dir.iterdir()) else "new"
-    meta = json.loads((run_dir / "last.json").read_text()) if (run_dir / "last.json").exists() else {}
+        return "stale" if run_dir.exists() and any(p.name != LOCK_FILE for p in run_dir.iterdir()) else "new"
+    meta = ckpt.read_json(run_dir / "last.json") if (run_dir / "last.json").exists() else {}
     if meta.get("config_fingerprint") != cfg.fingerprint():
         return "stale"
     return "done" if meta.get("epoch") == cfg.train.epochs else "partial"
 
 
 def move_aside(run_dir: Path) -> Path:
+    """Move the directory's files to <name>.stale-N; its lock file stays (the study holds it)."""
     i = 1
     while (target := run_dir.with_name(f"{run_dir.name}.stale-{i}")).exists():
         i += 1
-    run_dir.rename(target)
+    target.mkdir()
+    for entry in run_dir.iterdir():
+        if entry.name != LOCK_FILE:
+            entry.rename(target / entry.name)
     return target
 
 
@@ -78,7 +84,7 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, *, data_root: str | None, device
     new = {stem: eval_settings(cfg, suite, max_samples, model_id) for stem, suite, max_samples in entries}
     new["flags"] = {"config": cfg.eval.flags.model_dump(), "evals": dict(new)}
     stamp = run_dir / "eval_settings.json"
-    old = json.loads(stamp.read_text()) if stamp.exists() else {}
+    old = ckpt.read_json(stamp) if stamp.exists() else {}
     done = {k: v for k, v in old.items() if new.get(k) == v}
     cache: dict[str, Any] = {}
 
@@ -101,7 +107,7 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, *, data_root: str | None, device
         results[stem].save(run_dir, stem)
         done[stem] = new[stem]
         done.pop("flags", None)
-        stamp.write_text(json.dumps(done))
+        write_text_atomic(stamp, json.dumps(done))
     primary = results["eval"]
     if e.flags.enabled and ("flags" not in done or not primary.flags):
         model, split, k = model_and_split()
@@ -114,7 +120,7 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, *, data_root: str | None, device
         primary.flags = []
         primary.save(run_dir)
     done["flags"] = new["flags"]
-    stamp.write_text(json.dumps(done))
+    write_text_atomic(stamp, json.dumps(done))
     return primary
 
 
@@ -157,7 +163,7 @@ class DistributedLauncher:
                "--config", str(self.config), "--run", label, "--out", str(run_dir), "--device", self.device]
         cmd += [a for o in self.overrides for a in ("--set", o)] + (["--resume"] if resume else []) + (["--quiet"] if quiet else [])
         cmd += ["--data-root", self.data_root] if self.data_root else []
-        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE, text=True, **launch_kwargs())
         if proc.returncode != 0:
             raise RobustlabError(f"run {label!r}: distributed training on {self.nproc} processes failed "
                                  f"(exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -218,35 +224,48 @@ def run_study(config: str | Path | None = None, *, overrides: list[str] = (), ou
     launch = None
     if nproc > 1:
         launch = DistributedLauncher(Path(config or DEFAULT_CONFIG), list(overrides), nproc, data_root, str(dev))
-    t_study = time.perf_counter()
-    states = {}
-    for label, _, cfg in runs:
-        run_dir = out_dir / label
-        states[label] = run_state(cfg, run_dir)
-        if states[label] == "stale":
-            moved = move_aside(run_dir)
-            console.print(f"{run_dir} holds a run with a different config; moved it to {moved}")
-    seconds = _execute(runs, states, out_dir, data_root, str(dev), quiet, jobs, datasets, launch)
-    records = []
-    for label, group, cfg in runs:
-        run_dir = out_dir / label
-        record = RunRecord(label, group, cfg, run_dir, train_seconds=seconds[label], reused=states[label] == "done")
-        record.eval = evaluate_run(cfg, run_dir, data_root=data_root, device=dev, quiet=True, dataset=_dataset(cfg, data_root, datasets))
-        record.extra = extra_evals(cfg, run_dir)
-        records.append(record)
-    ctx = StudyContext(study, out_dir, records, dev, quiet=quiet, data_root=data_root)
-    body = []
-    for spec in study.sections:
-        name, options = (spec, {}) if isinstance(spec, str) else (spec["name"], {k: v for k, v in spec.items() if k != "name"})
-        section = SECTIONS.create(name, ctx, **options)
-        if section:
-            body.append(section)
-    total = time.perf_counter() - t_study
-    report = out_dir / "report.md"
-    report.write_text(header(study, records, total, dev, jobs) + "\n" + "\n".join(body))
+    # one writer: the study directory (its report) and every run directory it touches, for the whole study
+    with locked([out_dir] + [out_dir / label for label, _, _ in runs]):
+        t_study = time.perf_counter()
+        states = {}
+        for label, _, cfg in runs:
+            run_dir = out_dir / label
+            states[label] = run_state(cfg, run_dir)
+            if states[label] == "stale":
+                moved = move_aside(run_dir)
+                console.print(f"{run_dir} holds a run with a different config; moved it to {moved}")
+        seconds = _execute(runs, states, out_dir, data_root, str(dev), quiet, jobs, datasets, launch)
+        records = []
+        for label, group, cfg in runs:
+            run_dir = out_dir / label
+            record = RunRecord(label, group, cfg, run_dir, train_seconds=seconds[label], reused=states[label] == "done")
+            record.eval = evaluate_run(cfg, run_dir, data_root=data_root, device=dev, quiet=True,
+                                       dataset=_dataset(cfg, data_root, datasets))
+            record.extra = extra_evals(cfg, run_dir)
+            records.append(record)
+        body = _sections(study, StudyContext(study, out_dir, records, dev, quiet=quiet, data_root=data_root), quiet)
+        total = time.perf_counter() - t_study
+        # a study of some runs only (--only) writes its report beside the full one, never over it
+        report = out_dir / ("report.md" if not only else "report_only.md")
+        write_text_atomic(report, header(study, records, total, dev, jobs, only) + "\n" + "\n".join(body))
     if not quiet:
         console.print(f"report: {report}  ({total:.0f} s)")
     return report
+
+
+def _sections(study: StudyConfig, ctx: StudyContext, quiet: bool) -> list[str]:
+    """The report's sections in the config's order, with a line per section on the terminal (the analyses
+    behind them take minutes)."""
+    body = []
+    for i, spec in enumerate(study.sections):
+        name, options = (spec, {}) if isinstance(spec, str) else (spec["name"], {k: v for k, v in spec.items() if k != "name"})
+        t0 = time.perf_counter()
+        section = SECTIONS.create(name, ctx, **options)
+        if section:
+            body.append(section)
+        if not quiet:
+            console.print(f"report: section {name} ({i + 1}/{len(study.sections)}) {time.perf_counter() - t0:.0f} s")
+    return body
 
 
 def _execute(runs, states, out_dir: Path, data_root, device: str, quiet: bool, jobs: int, datasets, launch=None) -> dict[str, float]:
@@ -269,7 +288,9 @@ def _execute(runs, states, out_dir: Path, data_root, device: str, quiet: bool, j
     pending = {label: cfg for label, _, cfg in runs}
     seconds: dict[str, float] = {}
     running: dict[cf.Future, str] = {}
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+    # workers end with this process, however it ends (they would otherwise train on as orphans)
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=die_with_parent,
+                                initargs=(os.getpid(),)) as pool:
         while pending or running:
             ready = sorted((lb for lb in pending if deps[lb] <= seconds.keys()), key=order.get)
             for label in ready[: jobs - len(running)]:
@@ -292,11 +313,14 @@ def _execute(runs, states, out_dir: Path, data_root, device: str, quiet: bool, j
     return seconds
 
 
-def header(study: StudyConfig, records: list[RunRecord], seconds: float, device: torch.device, jobs: int = 1) -> str:
+def header(study: StudyConfig, records: list[RunRecord], seconds: float, device: torch.device, jobs: int = 1,
+           only: list[str] | None = None) -> str:
     first = records[0]
     reused = sum(r.reused for r in records)
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     lines = [f"# Study `{study.name}`", ""]
+    if only:
+        lines += [f"**Partial report**: only the runs {', '.join(only)} (`--only`); `report.md` is the whole study's.", ""]
     if study.description:
         lines += [study.description.strip(), ""]
     lines += [
