@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shlex
 import sys
+import traceback
 from pathlib import Path
 
 from . import __version__
 from .errors import RobustlabError, TrainingDiverged
+from .rundir import RunLock, write_text_atomic
 
 EPILOG_TRAIN = """examples:
   robustlab train --dataset digits --model small_cnn --method pgd_at --threat linf:0.2 --epochs 20
@@ -42,18 +46,34 @@ EPILOG_SWEEP = """examples:
 """
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count of points, epochs, processes; a batch size)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; allowed: an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; allowed: an integer >= 1")
+    return value
+
+
 def _eval_data(p: argparse.ArgumentParser) -> None:
     """The data options `eval` and `sweep` share: which points, in which batches, with which attack seed."""
-    p.add_argument("--max-samples", "--n", dest="n", type=int, help="use the first N points of the split only")
+    p.add_argument("--max-samples", "--n", dest="n", type=positive_int, help="use the first N points of the split only")
     p.add_argument("--split", default="test", choices=["test", "val"], help="data split (default test)")
-    p.add_argument("--batch-size", type=int, default=500, help="attack batch size (default 500)")
+    p.add_argument("--batch-size", type=positive_int, default=500, help="attack batch size (default 500)")
     p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
+
+
+def _debug(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error (also: ROBUSTLAB_DEBUG=1)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="where dataset files live (default: $ROBUSTLAB_DATA, else ./data)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    _debug(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model name")
     p.add_argument("--method", help="training objective")
     p.add_argument("--threat", help="threat model, e.g. linf:8/255, linf:8px, l2:0.5")
-    p.add_argument("--epochs", type=int, help="number of epochs")
+    p.add_argument("--epochs", type=positive_int, help="number of epochs")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable), e.g. method.beta=3")
     p.add_argument("--out", help="run directory (default runs/train/<dataset>-<model>-<method>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -107,9 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key for every run (repeatable)")
     p.add_argument("--only", help="comma-separated run labels to run (default: all)")
     p.add_argument("--out", default="runs", help="root of the run directories (default runs)")
-    p.add_argument("--jobs", type=int, default=None,
+    p.add_argument("--jobs", type=positive_int, default=None,
                    help="runs trained and evaluated at once, in worker processes (default: one per CPU core up to 4; 1 on a GPU)")
-    p.add_argument("--nproc", type=int, default=1,
+    p.add_argument("--nproc", type=positive_int, default=1,
                    help="train each run with torch.distributed on this many processes (torchrun; one run at a time)")
     _common(p)
 
@@ -131,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "write OUT/vq.safetensors, OUT/vq.json and OUT/reconstructions.png.")
     q.add_argument("--dataset", default="digits", help="dataset name (default digits)")
     q.add_argument("--out", help="output directory (default runs/vq/<dataset>)")
-    q.add_argument("--epochs", type=int, help="number of epochs (default 30)")
+    q.add_argument("--epochs", type=positive_int, help="number of epochs (default 30)")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="architecture / training option (repeatable): codebook_size, code_dim, ch, ch_mult, num_res_blocks, "
                         "attn_resolutions, z_channels, num_groups, beta, epochs, batch_size, lr, restart_dead, seed")
@@ -142,11 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("target", help="VQ checkpoint: a directory holding vq.safetensors/vq.json, either file, or a taming .ckpt")
     q.add_argument("--dataset", default="digits", help="dataset name (default digits)")
     q.add_argument("--split", default="test", choices=["train", "val", "test"], help="data split (default test)")
-    q.add_argument("--n", type=int, help="use the first N images only")
+    q.add_argument("--n", type=positive_int, help="use the first N images only")
     q.add_argument("--vqgan-config", default="auto", help="architecture of a taming .ckpt: auto (default), vqgan_openimages_f8_16384, vqgan_imagenet_f16_16384")
     _common(q)
 
-    sub.add_parser("list", help="list datasets, models, methods, attacks, suites, analyses, report sections, corruptions")
+    p = sub.add_parser("list", help="list datasets, models, methods, attacks, suites, analyses, report sections, corruptions",
+                       description="Without NAME: every registered name by kind. With NAME: what it is and its options with "
+                                   "their defaults (the keys a config or --set can give it).")
+    p.add_argument("name", nargs="?", help="a registered name, e.g. trades, pgd, small_cnn, paper, fisher")
+    _debug(p)
     return parser
 
 
@@ -240,15 +264,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise RobustlabError(f"{stem}.json records no threat model; pass --threat, e.g. --threat linf:8/255.")
     flags = None if args.no_flags else FlagConfig.model_validate(run_eval.get("flags", {}))
     out = Path(args.out) if args.out else stem.parent
-    out.mkdir(parents=True, exist_ok=True)
     split = ds.split(args.split).head(args.n)
-    result = evaluate(model, split, threat, suite, step=args.step if args.step is not None else run_eval.get("step"),
-                      step_ratio=run_eval.get("step_ratio", 0.25), batch_size=args.batch_size, seed=args.seed,
-                      device=device, quiet=args.quiet, num_classes=ds.num_classes, flags=flags, state_path=out / f"{name}_state",
-                      world=world)
-    if not world.is_main:
-        return 0
-    result.save(out, name)
+    with RunLock(out) if world.is_main else contextlib.nullcontext():
+        result = evaluate(model, split, threat, suite, step=args.step if args.step is not None else run_eval.get("step"),
+                          step_ratio=run_eval.get("step_ratio", 0.25), batch_size=args.batch_size, seed=args.seed,
+                          device=device, quiet=args.quiet, num_classes=ds.num_classes, flags=flags,
+                          state_path=out / f"{name}_state", world=world)
+        if not world.is_main:
+            return 0
+        result.save(out, name)
     print_table({stem.parent.name: result})
     print(f"wrote {out / (name + '.json')} and {out / (name + '.md')}")
     return 0
@@ -260,6 +284,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .train import resolve_device
 
     device = resolve_device(args.device or "auto")
+    strays = [t for t in args.targets if not Path(t).exists() and t.replace(".", "", 1).replace("/", "", 1).isdigit()]
+    if strays:
+        raise RobustlabError(f"sweep: {', '.join(strays)} is not a run directory; radii go after --eps as one comma-separated "
+                             f"list, e.g. --eps 0.05,0.1,0.2.")
     loaded = [_load_target(t, args.data_root, device) for t in args.targets]
     missing = [str(stem) for stem, _, meta, _, _ in loaded if not meta.get("threat")]
     if missing:
@@ -270,21 +298,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise RobustlabError(f"sweep: the models were trained for different norms ({', '.join(sorted({t.norm for t in threats}))}); "
                              f"sweep models of one norm at a time.")
     radii = parse_eps(args.eps, norm) if args.eps else [f * threats[0].eps for f in (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)]
-    curves = {}
-    for stem, model, _, ds, run_eval in loaded:
-        name = stem.parent.name
-        if not args.quiet:
-            print(f"{name}: {args.suite} at {len(radii)} radii")
-        curves[name] = sweep(model, ds.split(args.split).head(args.n), norm, radii, _suite_arg(args.suite),
-                             step_ratio=run_eval.get("step_ratio", 0.25), batch_size=args.batch_size, seed=args.seed,
-                             device=device, num_classes=ds.num_classes, quiet=args.quiet)
     parents = {stem.parent for stem, *_ in loaded}
     out = Path(args.out) if args.out else (parents.pop() if len(parents) == 1 else Path(os.path.commonpath([str(p) for p in parents])))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps(curves, indent=2))
-    n = next(iter(curves.values()))["n"]
-    plot(curves, out / "robustness_curve.png", title=f"worst case over suite {args.suite!r}, {n} {args.split} points",
-         mark=threats[0].eps if len({t.eps for t in threats}) == 1 else None)
+    with RunLock(out):
+        curves = {}
+        for stem, model, _, ds, run_eval in loaded:
+            name = stem.parent.name
+            if not args.quiet:
+                print(f"{name}: {args.suite} at {len(radii)} radii")
+            curves[name] = sweep(model, ds.split(args.split).head(args.n), norm, radii, _suite_arg(args.suite),
+                                 step_ratio=run_eval.get("step_ratio", 0.25), batch_size=args.batch_size, seed=args.seed,
+                                 device=device, num_classes=ds.num_classes, quiet=args.quiet)
+        write_text_atomic(out / "sweep.json", json.dumps(curves, indent=2))
+        n = next(iter(curves.values()))["n"]
+        plot(curves, out / "robustness_curve.png", title=f"worst case over suite {args.suite!r}, {n} {args.split} points",
+             mark=threats[0].eps if len({t.eps for t in threats}) == 1 else None)
     for name, c in curves.items():
         print(f"{name}: " + ", ".join(f"{e:.4g}: {100 * a:.1f}%" for e, a in zip(c["eps"], c["worst_case"])))
     print(f"wrote {out / 'robustness_curve.png'} and {out / 'sweep.json'}")
@@ -322,27 +350,74 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     ds_meta = meta["dataset"]
     ds = data.load(ds_meta["name"], root=args.data_root, **ds_meta.get("options", {}))
     ctx = AnalysisContext(model, ds, ThreatModel.parse(meta["threat"]), stem.parent, meta, device, seed=args.seed, quiet=args.quiet)
-    for name in names:
-        accepted = set(ANALYSES.options(name, skip=("ctx",)))
-        result = ANALYSES.create(name, ctx, **{k: v for k, v in options.items() if k in accepted})
-        path = stem.parent / "analysis" / f"{name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2))
-        print(f"{name}: wrote {path}")
+    with RunLock(stem.parent):
+        for name in names:
+            accepted = set(ANALYSES.options(name, skip=("ctx",)))
+            result = ANALYSES.create(name, ctx, **{k: v for k, v in options.items() if k in accepted})
+            path = stem.parent / "analysis" / f"{name}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, json.dumps(result, indent=2))
+            print(f"{name}: " + ("; ".join(headline(result)) or "(no scalar results)") + f"\n  wrote {path}")
     return 0
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    from . import attacks, corruptions, data, methods, models
+def headline(result: dict, limit: int = 10) -> list[str]:
+    """The first `limit` scalar numbers of an analysis result, by dotted key (lists and figures stay in the file)."""
+    lines: list[str] = []
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            if len(lines) >= limit:
+                return
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                lines.append(f"{prefix}{key} {value:.4g}")
+
+    walk(result, "")
+    return lines
+
+
+def _registries():
+    """(title, registry, options that code passes rather than a config) for every kind of registered name."""
+    from . import attacks, data, methods, models
     from .analysis import ANALYSES
+    from .corruptions.base import CORRUPTIONS
     from .evaluate import SUITES
     from .report import SECTIONS
     from .train import CALLBACKS
 
-    for title, names in (("datasets", data.names()), ("models", models.names()), ("methods", methods.names()),
-                         ("attacks", attacks.names()), ("suites", SUITES.names()), ("analyses", ANALYSES.names()),
-                         ("callbacks", CALLBACKS.names()), ("report sections", SECTIONS.names()), ("corruptions", corruptions.names())):
-        print(f"{title}: {', '.join(names) if names else '(none)'}")
+    shape = ("num_classes", "in_channels", "input_size", "mean", "std")
+    return [("dataset", data.DATASETS, ("root",)), ("model", models.MODELS, shape), ("method", methods.METHODS, ("threat",)),
+            ("attack", attacks.ATTACKS, ("threat", *attacks.PROGRAMMATIC)), ("suite", SUITES, ()), ("analysis", ANALYSES, ("ctx",)),
+            ("callback", CALLBACKS, ()), ("report section", SECTIONS, ("ctx",)), ("corruption", CORRUPTIONS, ())]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .errors import unknown_name
+
+    kinds = _registries()
+    if args.name is None:
+        for title, registry, _ in kinds:
+            print(f"{title}s: {', '.join(registry.names()) or '(none)'}")
+        return 0
+    found = [(title, registry, skip) for title, registry, skip in kinds if args.name in registry]
+    if not found:
+        raise unknown_name("name", args.name, [n for _, r, _ in kinds for n in r.names()])
+    for title, registry, skip in found:
+        entry = registry.get(args.name)
+        doc = (entry.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ") if callable(entry) else ""
+        print(f"{title} {args.name}: {doc}".rstrip())
+        if title == "suite":
+            print("  attacks: " + ", ".join(map(str, entry())))
+        elif title == "corruption":
+            print(f"  family {entry.family}; parameters per severity (32×32 table): {list(entry.cifar)}")
+        else:
+            options = registry.options(args.name, skip=skip)
+            for key, default in options.items():
+                print(f"  {key} = {default!r}" if default is not None else f"  {key}")
+            if not options:
+                print("  (no options)")
     return 0
 
 
@@ -375,11 +450,12 @@ def cmd_vq(args: argparse.Namespace) -> int:
     except pydantic.ValidationError as err:
         raise RobustlabError(validation_message("vq train --set", err, VQTrainConfig)) from None
     out = Path(args.out) if args.out else Path("runs/vq") / args.dataset
-    vq, metrics = train_vq(ds.train, ds.val, cfg, device=device, quiet=args.quiet)
-    save_vq(out / "vq", vq, {"train_config": cfg.model_dump(mode="json"), "dataset": args.dataset, "metrics": metrics})
-    x = ds.test.x[:12].to(device)
-    with torch.no_grad():
-        image_rows({"x": x, "Q(x)": vq.reconstruct(x)}, out / "reconstructions.png")
+    with RunLock(out):
+        vq, metrics = train_vq(ds.train, ds.val, cfg, device=device, quiet=args.quiet)
+        save_vq(out / "vq", vq, {"train_config": cfg.model_dump(mode="json"), "dataset": args.dataset, "metrics": metrics})
+        x = ds.test.x[:12].to(device)
+        with torch.no_grad():
+            image_rows({"x": x, "Q(x)": vq.reconstruct(x)}, out / "reconstructions.png")
     print(f"wrote {out / 'vq.safetensors'}: val PSNR {metrics['psnr']:.2f} dB, perplexity {metrics['perplexity']:.1f}, "
           f"dead codes {metrics['dead_codes']}/{cfg.codebook_size} (usage {100 * metrics['usage']:.0f} %), {metrics['train_seconds']:.0f} s")
     return 0
@@ -390,25 +466,55 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "study": c
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every failure leaves through here: one line on stderr (the traceback only with --debug or
+    ROBUSTLAB_DEBUG=1); exit 2 for bad input, 3 for a diverged training, 1 for a robustlab bug."""
     from .distributed import shutdown
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--"]:  # `torchrun ... -m robustlab -- train ...` and the same line without torchrun
         argv = argv[1:]
     args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("ROBUSTLAB_DEBUG", "") not in ("", "0")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun rank ends with its launcher
+        from .processes import die_with_parent
+
+        die_with_parent()
+    where = f"robustlab {args.command}"
     try:
         code = COMMANDS[args.command](args)
         shutdown()  # under torchrun: all ranks leave the process group together
         return code
-    except RobustlabError as e:
-        print(f"robustlab {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as e:
-        print(f"robustlab {args.command}: training stopped: {e}", file=sys.stderr)
-        return 3
     except KeyboardInterrupt:
-        print(f"robustlab {args.command}: interrupted; the last finished epoch's checkpoint is kept (use --resume).", file=sys.stderr)
+        print(f"{where}: interrupted; {_continue_hint(args, argv)}", file=sys.stderr)
         return 130
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        if isinstance(e, RobustlabError):
+            print(f"{where}: error: {e}", file=sys.stderr)
+            return 2
+        if isinstance(e, TrainingDiverged):
+            print(f"{where}: training stopped: {e}", file=sys.stderr)
+            return 3
+        if isinstance(e, OSError):  # the file system said no: a full disk, a missing permission, ...
+            print(f"{where}: error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
+            return 2
+        print(f"{where}: internal error ({type(e).__name__}: {' '.join(str(e).split())}); this is a robustlab bug: please report it with the "
+              f"traceback that --debug (or ROBUSTLAB_DEBUG=1) prints.", file=sys.stderr)
+        return 1
+
+
+def _continue_hint(args: argparse.Namespace, argv: list[str]) -> str:
+    """What was kept, and the command line that continues from it."""
+    line = shlex.join(["robustlab", *argv])
+    if args.command == "train":
+        again = line if args.resume else line + " --resume"
+        return f"the last finished epoch's checkpoint is kept; continue with: {again}"
+    if args.command == "study":
+        return f"finished runs, epochs and evaluation batches are kept; continue with the same command: {line}"
+    if args.command == "eval":
+        return f"finished attack batches are kept; continue with the same command: {line}"
+    return f"run the same command again: {line}"
 
 
 if __name__ == "__main__":
