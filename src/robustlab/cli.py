@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import RobustlabError, TrainingDiverged
+from .errors import RobustlabError, TrainingDiverged, did_you_mean
 
 EPILOG_TRAIN = """examples:
   robustlab train --dataset digits --model small_cnn --method pgd_at --threat linf:0.2 --epochs 20
@@ -199,12 +199,27 @@ def _is_main_process() -> bool:
 
 
 def _suite_arg(text: str | list) -> str | list:
-    """A registered suite name stays a name; "a,b" becomes a list of attack specs."""
+    """A registered suite name stays a name; "a,b" (or one attack spec) becomes a list of attack specs. A name that
+    is neither is refused with the closest suite or attack name."""
+    from . import attacks
     from .evaluate import SUITES
 
-    if isinstance(text, str) and ("," in text or text not in SUITES):
-        return [t.strip() for t in text.split(",") if t.strip()]
-    return text
+    if not isinstance(text, str) or ("," not in text and text in SUITES):
+        return text
+    specs = [t.strip() for t in text.split(",") if t.strip()]
+    if not specs:
+        raise RobustlabError(f"--suite {text!r} names no attack. Suites: {', '.join(SUITES.names())}; or comma-separated attack specs.")
+    single = len(specs) == 1 and "," not in text
+    for spec in specs:
+        try:
+            attacks.parse_spec(spec)
+        except RobustlabError:
+            close = attacks.closest_spec(spec, SUITES.names() if single else None)
+            where = f"suite or attack {spec!r}" if single else f"attack {spec!r} in --suite {text!r}"
+            suites = f"Suites: {', '.join(SUITES.names())}; attacks" if single else "Attacks"
+            raise RobustlabError(f"unknown {where}.{did_you_mean(close)} {suites}: {', '.join(attacks.names())} "
+                                 f"(an attack may take -STEPS, e.g. pgd-20; several are comma-separated).") from None
+    return specs
 
 
 def _load_target(target: str, data_root: str | None, device):
@@ -229,10 +244,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .distributed import World
     from .evaluate import evaluate, print_table
 
+    asked = _suite_arg(args.suite) if args.suite else None  # a mistyped suite is refused before anything loads
     world, device = World.from_env(args.device or "auto")  # under torchrun: the batches are shared between ranks
     stem, model, meta, ds, run_eval = _load_target(args.target, args.data_root, device)
     own = run_eval.get("suite", "paper")
-    suite = _suite_arg(args.suite or own)
+    suite = asked or _suite_arg(own)
     # in the run directory only the run's own suite may write eval.json (the study reads it)
     name = "eval" if args.out or suite == _suite_arg(own) else "eval_" + (suite if isinstance(suite, str) else "custom")
     threat = args.threat or meta.get("threat")
@@ -259,6 +275,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .threat import ThreatModel
     from .train import resolve_device
 
+    suite = _suite_arg(args.suite)
     device = resolve_device(args.device or "auto")
     loaded = [_load_target(t, args.data_root, device) for t in args.targets]
     missing = [str(stem) for stem, _, meta, _, _ in loaded if not meta.get("threat")]
@@ -275,7 +292,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         name = stem.parent.name
         if not args.quiet:
             print(f"{name}: {args.suite} at {len(radii)} radii")
-        curves[name] = sweep(model, ds.split(args.split).head(args.n), norm, radii, _suite_arg(args.suite),
+        curves[name] = sweep(model, ds.split(args.split).head(args.n), norm, radii, suite,
                              step_ratio=run_eval.get("step_ratio", 0.25), batch_size=args.batch_size, seed=args.seed,
                              device=device, num_classes=ds.num_classes, quiet=args.quiet)
     parents = {stem.parent for stem, *_ in loaded}
