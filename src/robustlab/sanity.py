@@ -13,6 +13,8 @@ run on the first `FlagConfig.max_samples` points; the others reuse the suite's p
 | single_step | FGSM breaks points that no iterative attack breaks |
 | square | the black-box Square attack breaks points that every white-box attack missed |
 
+"Breaks" counts only points the model classifies correctly on clean input.
+
 Each flag is a JSON-able dict: name, raised, checked, value, threshold, n (points), detail,
 explanation (one line, shown in the report and the terminal).
 """
