@@ -150,7 +150,7 @@ def test_bad_inputs_get_clear_errors(tiny_cnn, bad, needle):
 
 
 def test_bad_attack_specs():
-    with pytest.raises(RobustlabError, match="Known families"):
+    with pytest.raises(RobustlabError, match="Did you mean 'pgd-10'.*Known families"):
         attacks.build("pgdd-10", "linf:0.1")
     with pytest.raises(RobustlabError, match="did you mean 'steps'"):
         attacks.build({"name": "pgd", "stpes": 3}, "linf:0.1")

@@ -109,6 +109,33 @@ def test_outputs_are_in_the_ball_and_box_and_successes_are_real(norm, spec, line
     assert (wrong[res.success]).all()
 
 
+class Overshoot(nn.Module):
+    """Ten classes along t = (mean(x) − 0.5)/eps: class 0 wins near t = 0 against nine close rivals (high
+    cross-entropy), class 9 wins at t = 1 where the eight others have vanished (lower cross-entropy). APGD's
+    first step (2ε, projected) lands at t = 1: misclassified, yet no better in loss, so the step is halved."""
+
+    num_classes = 10
+
+    def __init__(self, eps: float):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x):
+        t = (x.flatten(1).mean(1) - 0.5) / self.eps
+        rivals = (-0.5 - 9.5 * t ** 2)[:, None].expand(-1, 8)
+        return torch.cat([torch.zeros_like(t)[:, None], rivals, (-0.5 + 0.7 * t)[:, None]], 1)
+
+
+def test_apgd_returns_the_iterate_it_judged_broken_when_the_step_is_halved_at_that_iteration():
+    assert 1 in checkpoints(4)  # the first iteration is a checkpoint
+    eps = 0.05
+    model, x, y = Overshoot(eps), torch.full((6, 1, 8, 8), 0.5), torch.zeros(6, dtype=torch.long)
+    res = attacks.build({"name": "apgd-ce", "steps": 4}, f"linf:{eps}").run(model, x, y)
+    assert int(res.success.sum()) >= 3
+    with torch.no_grad():
+        assert bool((model(res.x_adv).argmax(1) != y)[res.success].all())
+
+
 def test_fab_lands_next_to_the_closest_boundary_of_a_linear_model(linear_model):
     # for a linear model FAB's linearisation is exact: its first step projects onto the closest boundary
     # (times the overshoot eta = 1.05), so the point it returns is at most 5% beyond the minimal distance

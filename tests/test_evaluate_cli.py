@@ -96,3 +96,20 @@ def test_images_outside_the_unit_range_are_rejected_by_evaluation(trained):
         evaluate(model, data.Split(torch.rand(4, 1, 8, 8), torch.full((4,), 12)), "linf:0.1", quiet=True)
     with pytest.raises(RobustlabError, match="shape"):
         evaluate(model, data.Split(torch.rand(4, 3, 8, 8), torch.zeros(4, dtype=torch.long)), "linf:0.1", quiet=True)
+
+
+def test_a_mistyped_suite_gets_one_line_with_the_closest_name(trained, tmp_path, capsys):
+    for argv, needle in [
+        (["eval", str(trained), "--suite", "autoatack"], "unknown suite or attack 'autoatack'. Did you mean 'autoattack'? Suites: "),
+        (["eval", str(trained), "--suite", "quik"], "Did you mean 'quick'?"),
+        (["eval", str(trained), "--suite", "apgd-cee"], "Did you mean 'apgd-ce'?"),
+        (["eval", str(trained), "--suite", "fgsm,pdg-20"], "unknown attack 'pdg-20' in --suite 'fgsm,pdg-20'. Did you mean 'pgd-20'?"),
+        (["sweep", str(trained), "--suite", "autoatack"], "Did you mean 'autoattack'?"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    # a single attack spec and a list stay accepted
+    for suite in ("pgd-3", "fgsm,pgd-3"):
+        assert main(["eval", str(trained), "--suite", suite, "--n", "10", "--out", str(tmp_path / suite), "--no-flags", "--quiet"]) == 0
+        assert json.loads((tmp_path / suite / "eval.json").read_text())["suite"] == suite.split(",")

@@ -216,6 +216,44 @@ def test_square_flag_when_gradients_lie(linear_model):
     assert not flags["zero_grad"]["raised"] and not flags["randomised"]["raised"]
 
 
+def _square_count_by_definition(model, split: Split, result, queries: int, seed: int = 0) -> int:
+    """The `square` flag's count from its definition: clean-correct points that no white-box attack of the suite
+    broke and that the same Square probe (same seed, one batch) breaks, checked by a fresh forward pass."""
+    from robustlab import attacks
+
+    survivors = result.robust()  # clean-correct and missed by every attack of the suite
+    idx = torch.as_tensor(np.flatnonzero(survivors))
+    x, y = split.x[idx], split.y[idx]
+    res = attacks.build({"name": "square", "queries": queries}, result.threat, seed=seed).run(
+        model, x, y, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        assert bool((model(res.x_adv).argmax(1) != y)[res.success].all())
+    return int(res.success.sum())
+
+
+@pytest.mark.parametrize("which", ["trained", "linear"])
+def test_square_flag_counts_only_clean_correct_points_on_sound_models(which, request, linear_model):
+    """A model's clean mistakes are not points 'broken by Square but missed by every white-box attack': the
+    flag on a sound model with clean errors counts exactly the clean-correct points Square alone breaks."""
+    if which == "trained":
+        from robustlab.checkpoint import load_model
+
+        cfg, run_dir = request.getfixturevalue("trained")
+        model, _ = load_model(run_dir)
+        split, threat = request.getfixturevalue("digits").test.head(60), "linf:0.15"
+    else:
+        model, split = _linear_split(linear_model, n=60)
+        threat = "linf:0.05"
+    model.eval()
+    r = evaluate(model, split, threat, ["fgsm", "pgd-5"], quiet=True, num_classes=10,
+                 flags=FlagConfig(max_samples=60, square_queries=300))
+    assert r.clean < 1.0  # the model makes clean mistakes, the case the flag used to count as Square's
+    flag = next(f for f in r.flags if f["name"] == "square")
+    true = _square_count_by_definition(model, split, r, 300)
+    assert flag["detail"] == f"a Square probe (300 queries) breaks {true} of 60 points that every white-box attack of the suite missed"
+    assert flag["value"] == true / 60
+
+
 def test_single_step_flag_when_fgsm_jumps_over_a_trap():
     g = torch.Generator().manual_seed(0)
     u = 0.1 * (2 * torch.rand(40, 1, 8, 8, generator=g) - 1)

@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .errors import RobustlabError, TrainingDiverged
+from .errors import RobustlabError, TrainingDiverged, did_you_mean
 from .rundir import RunLock, write_text_atomic
 
 EPILOG_TRAIN = """examples:
@@ -223,12 +223,27 @@ def _is_main_process() -> bool:
 
 
 def _suite_arg(text: str | list) -> str | list:
-    """A registered suite name stays a name; "a,b" becomes a list of attack specs."""
+    """A registered suite name stays a name; "a,b" (or one attack spec) becomes a list of attack specs. A name that
+    is neither is refused with the closest suite or attack name."""
+    from . import attacks
     from .evaluate import SUITES
 
-    if isinstance(text, str) and ("," in text or text not in SUITES):
-        return [t.strip() for t in text.split(",") if t.strip()]
-    return text
+    if not isinstance(text, str) or ("," not in text and text in SUITES):
+        return text
+    specs = [t.strip() for t in text.split(",") if t.strip()]
+    if not specs:
+        raise RobustlabError(f"--suite {text!r} names no attack. Suites: {', '.join(SUITES.names())}; or comma-separated attack specs.")
+    single = len(specs) == 1 and "," not in text
+    for spec in specs:
+        try:
+            attacks.parse_spec(spec)
+        except RobustlabError:
+            close = attacks.closest_spec(spec, SUITES.names() if single else None)
+            where = f"suite or attack {spec!r}" if single else f"attack {spec!r} in --suite {text!r}"
+            suites = f"Suites: {', '.join(SUITES.names())}; attacks" if single else "Attacks"
+            raise RobustlabError(f"unknown {where}.{did_you_mean(close)} {suites}: {', '.join(attacks.names())} "
+                                 f"(an attack may take -STEPS, e.g. pgd-20; several are comma-separated).") from None
+    return specs
 
 
 def _load_target(target: str, data_root: str | None, device):
@@ -253,10 +268,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .distributed import World
     from .evaluate import evaluate, print_table
 
+    asked = _suite_arg(args.suite) if args.suite else None  # a mistyped suite is refused before anything loads
     world, device = World.from_env(args.device or "auto")  # under torchrun: the batches are shared between ranks
     stem, model, meta, ds, run_eval = _load_target(args.target, args.data_root, device)
     own = run_eval.get("suite", "paper")
-    suite = _suite_arg(args.suite or own)
+    suite = asked or _suite_arg(own)
     # in the run directory only the run's own suite may write eval.json (the study reads it)
     name = "eval" if args.out or suite == _suite_arg(own) else "eval_" + (suite if isinstance(suite, str) else "custom")
     threat = args.threat or meta.get("threat")
@@ -283,6 +299,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .threat import ThreatModel
     from .train import resolve_device
 
+    suite = _suite_arg(args.suite)
     device = resolve_device(args.device or "auto")
     strays = [t for t in args.targets if not Path(t).exists() and t.replace(".", "", 1).replace("/", "", 1).isdigit()]
     if strays:
@@ -306,7 +323,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             name = stem.parent.name
             if not args.quiet:
                 print(f"{name}: {args.suite} at {len(radii)} radii")
-            curves[name] = sweep(model, ds.split(args.split).head(args.n), norm, radii, _suite_arg(args.suite),
+            curves[name] = sweep(model, ds.split(args.split).head(args.n), norm, radii, suite,
                                  step_ratio=run_eval.get("step_ratio", 0.25), batch_size=args.batch_size, seed=args.seed,
                                  device=device, num_classes=ds.num_classes, quiet=args.quiet)
         write_text_atomic(out / "sweep.json", json.dumps(curves, indent=2))

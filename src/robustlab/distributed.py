@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -183,7 +184,21 @@ def shutdown() -> None:
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DistributedDataParallel (or compiled) wrapper."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
+    """The model inside the wrappers that only distribute or compile it: DistributedDataParallel,
+    `DistributedModel` and torch.compile's OptimizedModule. Any other module comes back as it is, even one
+    that keeps its model in `.module`: a defence written as a wrapper (an input quantisation, say) must be
+    attacked as the wrapper, not as the model inside it."""
+    while True:
+        if isinstance(model, (DistributedModel, torch.nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif _compiled(model):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _compiled(model: torch.nn.Module) -> bool:
+    # torch.compile's wrapper class lives in torch._dynamo, which is slow to import: a model can only be
+    # compiled once that module is loaded
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    return eval_frame is not None and isinstance(model, eval_frame.OptimizedModule)

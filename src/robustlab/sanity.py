@@ -13,6 +13,8 @@ run on the first `FlagConfig.max_samples` points; the others reuse the suite's p
 | single_step | FGSM breaks points that no iterative attack breaks |
 | square | the black-box Square attack breaks points that every white-box attack missed |
 
+"Breaks" counts only points the model classifies correctly on clean input.
+
 Each flag is a JSON-able dict: name, raised, checked, value, threshold, n (points), detail,
 explanation (one line, shown in the report and the terminal).
 """
@@ -86,22 +88,24 @@ def check(
 
 
 class _Probe:
-    """Runs an attack on the clean-correct points of the subset -> per-sample robust (n,) bool."""
+    """Runs an attack on the clean-correct points of the subset -> the (n,) bool mask of points it breaks."""
 
     def __init__(self, model, sub: Split, clean: np.ndarray, num_classes, seed: int, batch_size: int):
         self.model, self.sub, self.clean, self.num_classes, self.seed, self.batch_size = model, sub, clean, num_classes, seed, batch_size
 
-    def robust(self, spec: str | dict[str, Any], threat: ThreatModel, only: np.ndarray | None = None) -> np.ndarray:
+    def broken(self, spec: str | dict[str, Any], threat: ThreatModel, only: np.ndarray | None = None) -> np.ndarray:
+        """Clean-correct points (of `only`, when given) that the attack misclassifies; a point the model gets wrong
+        on clean input is never counted as broken."""
         attack = build_attack(spec, threat, seed=self.seed, num_classes=self.num_classes)
         todo = self.clean if only is None else self.clean & only
         idx = np.flatnonzero(todo)
-        robust = todo.copy()
+        broken = np.zeros_like(todo)
         if idx.size:
             part = self.sub.subset(torch.as_tensor(idx, device=self.sub.x.device))
             gen = torch.Generator(device=self.sub.x.device).manual_seed(self.seed)
-            broken = torch.cat([attack.run(self.model, x, y, generator=gen).success for x, y in batches(part, self.batch_size)])
-            robust[idx[broken.cpu().numpy()]] = False
-        return robust
+            success = torch.cat([attack.run(self.model, x, y, generator=gen).success for x, y in batches(part, self.batch_size)])
+            broken[idx[success.cpu().numpy()]] = True
+        return broken
 
 
 def _randomised(model, sub: Split, cfg: FlagConfig, batch_size: int) -> dict[str, Any]:
@@ -139,7 +143,7 @@ def _eps_flags(probe: _Probe, threat: ThreatModel, cfg: FlagConfig, clean: np.nd
     spec = {"name": "apgd-ce", "steps": cfg.probe_steps}
     radii = [(f"{f:g}ε", threat.scaled(f)) for f in cfg.eps_factors]
     radii.append(("unbounded", ThreatModel(threat.norm, unbounded_eps(threat, tuple(probe.sub.x.shape[1:])))))
-    acc = {name: float(probe.robust(spec, tm).mean()) for name, tm in radii}
+    acc = {name: float((clean & ~probe.broken(spec, tm)).mean()) for name, tm in radii}
     n = len(clean)
     largest = radii[-2][0]
     curve = ", ".join(f"{name} {100 * a:.1f}%" for name, a in acc.items())
@@ -205,7 +209,7 @@ def _single_step(probe: _Probe, threat: ThreatModel, views, cfg: FlagConfig, cle
         single = _broken(views["single"], clean, m)
         source = "the suite's FGSM"
     else:
-        single = ~probe.robust("fgsm", threat)[:m] & clean[:m]
+        single = probe.broken("fgsm", threat)[:m]
         source = "an FGSM probe"
     count = int((single & ~_broken(views["iterative"], clean, m)).sum())
     share = count / m
@@ -222,10 +226,9 @@ def _square(probe: _Probe, threat: ThreatModel, views, cfg: FlagConfig, clean: n
         m = _covered(views["whitebox"], len(clean))
         if m == 0:
             return _flag("square", False, 0.0, cfg.square_share, 0, "the suite has no white-box attack", checked=False)
-        survivors = ~_broken(views["whitebox"], clean, m)
         only = np.zeros(len(clean), dtype=bool)
-        only[:m] = survivors
-        square = ~probe.robust({"name": "square", "queries": cfg.square_queries}, threat, only=only)[:m] & survivors
+        only[:m] = ~_broken(views["whitebox"], clean, m)
+        square = probe.broken({"name": "square", "queries": cfg.square_queries}, threat, only=only)[:m]
         source = f"a Square probe ({cfg.square_queries} queries)"
     count = int((square & ~_broken(views["whitebox"], clean, m)).sum())
     share = count / m

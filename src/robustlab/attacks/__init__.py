@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from ..errors import RobustlabError
+from ..errors import RobustlabError, closest, did_you_mean
 from ..registry import Registry, import_submodules
 from ..threat import ThreatModel
 from .base import Attack, AttackResult, check_logits, model_untouched
@@ -35,18 +35,32 @@ PROGRAMMATIC = ("seed", "mode", "num_classes")
 import_submodules(__name__, __path__)  # further attack families register themselves in ATTACKS
 
 
+def _stepped(family: str) -> bool:
+    return family in ATTACKS and "steps" in ATTACKS.options(family)
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """"pgd-20" -> ("pgd", {"steps": 20}); "fgsm" -> ("fgsm", {})."""
     spec = spec.strip().lower()
     if spec in ATTACKS:
         return spec, {}
     m = re.fullmatch(r"(.+?)-(\d+)", spec)
-    if m and m.group(1) in ATTACKS and "steps" in ATTACKS.options(m.group(1)):
+    if m and _stepped(m.group(1)):
         return m.group(1), {"steps": int(m.group(2))}
     raise RobustlabError(
-        f"unknown attack {spec!r}; write a family name, optionally with -STEPS (e.g. pgd-20, cw-100). "
-        f"Known families: {', '.join(ATTACKS.names())}."
+        f"unknown attack {spec!r}.{did_you_mean(closest_spec(spec))} Write a family name, optionally with -STEPS "
+        f"(e.g. pgd-20, cw-100). Known families: {', '.join(ATTACKS.names())}."
     )
+
+
+def closest_spec(spec: str, others: list[str] | None = None) -> str | None:
+    """The attack spec (or name of `others`) closest to a mistyped `spec`: "pdg-20" -> "pgd-20", "apgd-cee" -> "apgd-ce"."""
+    spec = spec.strip().lower()
+    m = re.fullmatch(r"(.+?)-(\d+)", spec)
+    family = closest(m.group(1), [name for name in ATTACKS.names() if _stepped(name)]) if m else None
+    if family:
+        return f"{family}-{m.group(2)}"
+    return closest(spec, ATTACKS.names() + (others or []))
 
 
 def build(
@@ -82,4 +96,5 @@ def names() -> list[str]:
     return ATTACKS.names()
 
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "FGSM", "PGD", "build", "check_logits", "model_untouched", "names", "parse_spec"]
+__all__ = ["ATTACKS", "Attack", "AttackResult", "FGSM", "PGD", "build", "check_logits", "closest_spec", "model_untouched", "names",
+           "parse_spec"]

@@ -158,17 +158,18 @@ class APGD(Attack):
             s["best"] = torch.where(_expand(better, x_new), x_new, s["best"])
             s["grad_best"] = torch.where(_expand(better, grad), grad, s["grad_best"])
             s["f_best"] = torch.where(better, f_new, s["f_best"])
+            # before a checkpoint may move "cur" back to the best point: the iterate recorded is the one judged
+            s = self._retire(s, logits, found, x_out)
             if k in self.checkpoints:
                 cond1 = s["ups"] < self.rho * (k - last_checkpoint)
                 cond2 = ~s["halved_last"] & (s["f_best"] <= s["f_best_last"])
                 halve = cond1 | cond2
                 s["eta"] = torch.where(halve, s["eta"] / 2, s["eta"])
-                s["cur"] = torch.where(_expand(halve, x_new), s["best"], s["cur"])
-                s["grad"] = torch.where(_expand(halve, grad), s["grad_best"], s["grad"])
+                s["cur"] = torch.where(_expand(halve, s["cur"]), s["best"], s["cur"])
+                s["grad"] = torch.where(_expand(halve, s["grad"]), s["grad_best"], s["grad"])
                 s["f"] = torch.where(halve, s["f_best"], s["f"])
                 s["halved_last"], s["f_best_last"], s["ups"] = halve, s["f_best"], torch.zeros_like(s["ups"])
                 last_checkpoint = k
-            s = self._retire(s, logits, found, x_out)
         x_out[s["idx"]] = s["best"]
         return found, x_out
 
