@@ -121,3 +121,9 @@ def test_per_sample_fisher_ignores_the_batch_and_leaves_a_train_mode_model_alone
     assert model.training
     assert all(torch.equal(v, buffers[k]) for k, v in model.state_dict().items())
 
+
+def test_fisher_summary_median_is_the_middle_of_an_even_count():
+    from robustlab.analysis.fisher import summarize
+
+    assert summarize(torch.tensor([4.0, 1.0, 3.0, 2.0]))["median"] == 2.5
+    assert summarize(torch.tensor([5.0, 1.0, 3.0]))["median"] == 3.0

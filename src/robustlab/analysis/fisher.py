@@ -69,7 +69,7 @@ def fisher_attack_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     out = []
     for e in eps:
         r = {k: torch.cat(v) for k, v in rows[e].items()}
-        out.append({"eps": e, "taylor_ratio_median": float(r["taylor"].median()),
+        out.append({"eps": e, "taylor_ratio_median": float(r["taylor"].quantile(0.5)),
                     "taylor_ratio_q10": float(r["taylor"].quantile(0.1)), "taylor_ratio_q90": float(r["taylor"].quantile(0.9)),
                     "kl_fisher": float(r["kl_fisher"].mean()), "kl_random": float(r["kl_random"].mean()),
                     "fisher_ge_random": float(r["ge"].mean()), "flip_fisher": float(r["flip_fisher"].mean()),
@@ -78,9 +78,10 @@ def fisher_attack_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
 
 
 def summarize(values: torch.Tensor) -> dict[str, float]:
-    """mean, median, 10% and 90% quantiles of a 1-d tensor."""
+    """mean, median, 10% and 90% quantiles of a 1-d tensor (the median of an even count is the mean of
+    the two middle values; torch's `median` would return the lower one)."""
     v = values.double().cpu()
-    return {"mean": float(v.mean()), "median": float(v.median()), "q10": float(v.quantile(0.1)), "q90": float(v.quantile(0.9))}
+    return {"mean": float(v.mean()), "median": float(v.quantile(0.5)), "q10": float(v.quantile(0.1)), "q90": float(v.quantile(0.9))}
 
 
 @ANALYSES.register("fisher")
