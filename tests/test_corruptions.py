@@ -178,8 +178,21 @@ def test_ce_and_mce_arithmetic():
     assert out["relative_ce"]["fog"] == pytest.approx(100 * (0.6 - 0.2) / (1.0 - 0.4))
     assert out["relative_ce"]["snow"] == pytest.approx(100 * (0.3 - 0.2) / (0.6 - 0.4))
     assert mce(base, base)["mce"] == pytest.approx(100) and mce(base, base)["relative_mce"] == pytest.approx(100)
-    flat = {"clean_acc": 0.8, "acc": {"fog": [0.8, 0.8]}}  # the baseline loses nothing: relative CE undefined
+    flat = {"clean_acc": 0.8, "acc": {"fog": [0.8, 0.8], "snow": [0.7, 0.7]}}  # loses nothing to fog: relative CE undefined
     assert math.isnan(mce(model, flat)["relative_ce"]["fog"])
+
+
+def test_mce_refuses_results_at_other_severities_or_corruptions():
+    model = {"clean_acc": 0.9, "acc": {"fog": [0.8, 0.6], "snow": [0.85, 0.85]}, "severities": [1, 2]}
+    base = {"clean_acc": 0.8, "acc": {"fog": [0.6, 0.4], "snow": [0.7, 0.7]}, "severities": [4, 5]}
+    with pytest.raises(RobustlabError, match=r"severities \[1, 2\].*\[4, 5\]"):
+        mce(model, base)
+    with pytest.raises(RobustlabError, match=r"severities \[1, 2\].*\[1, 2, 3\]"):  # inferred from the list lengths
+        mce({**model, "severities": None}, {"clean_acc": 0.8, "acc": {"fog": [0.6, 0.4, 0.3], "snow": [0.7, 0.7, 0.6]}})
+    with pytest.raises(RobustlabError, match="snow.*only in the result; contrast.*only in the baseline"):
+        mce(model, {**base, "severities": [1, 2], "acc": {"fog": [0.6, 0.4], "contrast": [0.5, 0.5]}})
+    with pytest.raises(RobustlabError, match="severities"):  # the published AlexNet table averages severities 1-5
+        mce({**model, "acc": {c: [0.5, 0.5] for c in ALEXNET_ERRORS}}, alexnet_baseline())
 
 
 def test_alexnet_normalisation():
