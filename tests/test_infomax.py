@@ -190,3 +190,6 @@ def test_robust_accuracy_bound():
     # algorithms.md §1.2's sanity check: ~75% on CIFAR-10 <=> I_eps ≈ 0.75 ln 10 − ln 2
     assert robust_accuracy_bound(0.75 * math.log(10) - math.log(2), 10) == pytest.approx(0.75)
     assert robust_accuracy_bound(10.0, 10) == 1.0
+    # MI is never negative: an estimate below 0 (estimator noise) gives the bound at MI = 0, log 2 / log K
+    assert robust_accuracy_bound(-0.053, 10) == pytest.approx(math.log(2) / math.log(10))
+    assert robust_accuracy_bound(-5.0, 2) == pytest.approx(1.0)
