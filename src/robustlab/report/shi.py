@@ -131,7 +131,7 @@ def _tracking(ctx: StudyContext, tracked: list[RunRecord], claims: list[str]) ->
 def _growth_claim(label: str, epochs: list[float], fro: list[float], acc: list[float]) -> str:
     """Fig. 3's claim on one natural run's curves: reproduced when the mean Frobenius norm grows at least
     tenfold from the first to the last recorded epoch while test accuracy rises (the curves carry no
-    standard errors; tenfold is far beyond the test-subset noise of a mean norm)."""
+    standard errors, so this is a threshold, not a noise test)."""
     from scipy.stats import spearmanr
 
     peak = max(range(len(fro)), key=fro.__getitem__)
@@ -275,7 +275,10 @@ def _rise_verdict(steps: list[tuple[RunRecord, RunRecord]], columns: list[str]) 
     for a, b in steps:
         for col in columns:
             way = direction(*paired_difference(b.eval.per_sample[col], a.eval.per_sample[col]))
-            (falls if way < 0 else flat if way == 0 else []).append(f"{col} {a.label} → {b.label}")
+            if way < 0:
+                falls.append(f"{col} {a.label} → {b.label}")
+            elif way == 0:
+                flat.append(f"{col} {a.label} → {b.label}")
     if falls:
         return f"not reproduced (lower beyond two standard errors: {', '.join(falls)})"
     if flat:
