@@ -46,6 +46,22 @@ def test_cca_is_one_on_linearly_related_views_and_reduction_avoids_the_trivial_o
     assert ridge[1] < ridge[0] < 0.99
 
 
+
+def test_canonical_correlations_do_not_depend_on_the_scale_of_the_features():
+    """Views built so that the sample canonical correlations are exactly 0.9 and 0.5 (orthonormal centred
+    columns), the second pair carried by a direction of x with 1e-3 of the first one's standard deviation,
+    then mixed by random invertible maps and scaled by 1e-4 or 1e4."""
+    rng = np.random.default_rng(3)
+    n = 600
+    z = rng.normal(size=(n, 4))
+    e = np.linalg.qr(z - z.mean(0))[0]  # orthonormal columns with zero mean
+    x = np.stack([e[:, 0], 1e-3 * e[:, 1]], 1) @ rng.normal(size=(2, 2))
+    y = np.stack([0.9 * e[:, 0] + np.sqrt(1 - 0.81) * e[:, 2], 0.5 * e[:, 1] + np.sqrt(0.75) * e[:, 3]], 1) @ rng.normal(size=(2, 2))
+    for scale in (1.0, 1e-4, 1e4):
+        np.testing.assert_allclose(cca(scale * x, scale * y, dim=None).correlations, [0.9, 0.5], atol=1e-6)
+        np.testing.assert_allclose(cca(scale * x, y, dim=None).correlations, [0.9, 0.5], atol=1e-6)
+
+
 def test_similarity_matches_words_when_class_means_are_the_word_vectors():
     rng = np.random.default_rng(2)
     words = torch.tensor(rng.normal(size=(6, 10)), dtype=torch.float32)

@@ -151,6 +151,39 @@ def test_severity_is_monotone(name):
             assert values[s] > values[s - 1], (name, values)
 
 
+# --- severity steps on the 8×8 digits (docs/dat.md lists these) -------------------------------------------
+# Mean |corrupted − clean| over the 450 digits test images, the same seed at every severity. A step is "same" when
+# the outputs are identical, a "tie" when it changes the mean by less than 2%, "weaker" when it lowers it by more.
+# Every other step of every generated corruption raises it by more than 7%.
+DIGITS_STEPS = {
+    "glass_blur": {(1, 2): "tie", (4, 5): "tie"},  # Gaussian σ 0.05 vs 0.25 px (0.25 vs 0.4) next to the one-pixel scrambling
+    "motion_blur": {(3, 4): "tie"},  # the published table's tie
+    "snow": {(2, 3): "weaker", (4, 5): "weaker"},  # zoom + threshold of an 8-pixel flake layer
+    "elastic_transform": {(1, 2): "weaker", (4, 5): "weaker"},  # the table shrinks the affine part as the field grows
+    "pixelate": {(1, 2): "same", (2, 3): "tie", (3, 4): "same"},  # int(8·c) = 7, 7, 6, 6, 5 pixels
+}
+
+
+def digits_steps(name: str) -> dict[tuple[int, int], str]:
+    from robustlab import data
+
+    x = data.load("digits").test.x
+    out = [C.corrupt(x, name, s, seed=0) for s in C.SEVERITIES]
+    change = [float((y - x).abs().mean()) for y in out]
+    steps = {}
+    for s in range(1, 5):
+        ratio = change[s] / change[s - 1]
+        kind = "same" if torch.equal(out[s], out[s - 1]) else "tie" if abs(ratio - 1) < 0.02 else "weaker" if ratio < 1 else None
+        if kind is not None:
+            steps[(s, s + 1)] = kind
+    return steps
+
+
+@pytest.mark.parametrize("name", GENERATED)
+def test_severity_steps_on_digits_are_the_documented_ones(name):
+    assert digits_steps(name) == DIGITS_STEPS.get(name, {})
+
+
 def test_frost_uses_the_photographs_and_its_share_grows(frost_root, tmp_path):
     share = []
     for s in C.SEVERITIES:
@@ -178,8 +211,21 @@ def test_ce_and_mce_arithmetic():
     assert out["relative_ce"]["fog"] == pytest.approx(100 * (0.6 - 0.2) / (1.0 - 0.4))
     assert out["relative_ce"]["snow"] == pytest.approx(100 * (0.3 - 0.2) / (0.6 - 0.4))
     assert mce(base, base)["mce"] == pytest.approx(100) and mce(base, base)["relative_mce"] == pytest.approx(100)
-    flat = {"clean_acc": 0.8, "acc": {"fog": [0.8, 0.8]}}  # the baseline loses nothing: relative CE undefined
+    flat = {"clean_acc": 0.8, "acc": {"fog": [0.8, 0.8], "snow": [0.7, 0.7]}}  # loses nothing to fog: relative CE undefined
     assert math.isnan(mce(model, flat)["relative_ce"]["fog"])
+
+
+def test_mce_refuses_results_at_other_severities_or_corruptions():
+    model = {"clean_acc": 0.9, "acc": {"fog": [0.8, 0.6], "snow": [0.85, 0.85]}, "severities": [1, 2]}
+    base = {"clean_acc": 0.8, "acc": {"fog": [0.6, 0.4], "snow": [0.7, 0.7]}, "severities": [4, 5]}
+    with pytest.raises(RobustlabError, match=r"severities \[1, 2\].*\[4, 5\]"):
+        mce(model, base)
+    with pytest.raises(RobustlabError, match=r"severities \[1, 2\].*\[1, 2, 3\]"):  # inferred from the list lengths
+        mce({**model, "severities": None}, {"clean_acc": 0.8, "acc": {"fog": [0.6, 0.4, 0.3], "snow": [0.7, 0.7, 0.6]}})
+    with pytest.raises(RobustlabError, match="snow.*only in the result; contrast.*only in the baseline"):
+        mce(model, {**base, "severities": [1, 2], "acc": {"fog": [0.6, 0.4], "contrast": [0.5, 0.5]}})
+    with pytest.raises(RobustlabError, match="severities"):  # the published AlexNet table averages severities 1-5
+        mce({**model, "acc": {c: [0.5, 0.5] for c in ALEXNET_ERRORS}}, alexnet_baseline())
 
 
 def test_alexnet_normalisation():

@@ -677,3 +677,19 @@ def test_loaders_are_registered_with_the_common_signature():
 def test_unknown_option_is_rejected(tmp_path):
     with pytest.raises(RobustlabError, match="unknown option 'extr'.*did you mean 'extra'"):
         data.load("svhn", root=tmp_path, extr=True)
+
+
+def test_dataset_and_split_print_a_short_summary_not_their_tensors():
+    ds = data.load("digits")
+    text = repr(ds)
+    assert len(text) < 300 and "tensor" not in text and "\n" not in text, text
+    for part in ("digits", f"{len(ds.train)} train", f"{len(ds.val)} val", f"{len(ds.test)} test", "1×8×8", "float32",
+                 "[0, 1]", "10 classes"):
+        assert part in text, (part, text)
+    split = repr(ds.test)
+    assert len(split) < 150 and "tensor" not in split, split
+    for part in (f"{len(ds.test)} images", "1×8×8", "float32", "[0, 1]", "labels 0..9"):
+        assert part in split, (part, split)
+    assert str(ds) == text
+    empty = repr(ds.test.subset(slice(0, 0)))
+    assert "0 images" in empty and "tensor" not in empty

@@ -104,3 +104,26 @@ def test_fisher_attack_beats_random_directions_and_matches_half_eps_squared_lamb
 def test_fisher_attack_is_l2_only():
     with pytest.raises(RobustlabError, match="l2"):
         attacks.build("fisher", "linf:8/255")
+
+
+def test_per_sample_fisher_ignores_the_batch_and_leaves_a_train_mode_model_alone():
+    """A BatchNorm model handed over in train mode: each sample's Fisher is computed as in eval mode (the
+    same alone or in a batch), and the train flag and the BatchNorm buffers are as they were."""
+    model = _model("resnet20", {"width": 1}, scale=4.0).train()
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(6, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    batch = input_fisher(model, x)
+    alone = input_fisher(model, x[:1])
+    assert torch.allclose(batch.eigenvalues[0], alone.eigenvalues[0], rtol=1e-9, atol=1e-12)
+    assert torch.allclose(batch.logits[0], alone.logits[0], rtol=1e-9)
+    assert torch.allclose(batch.direction[0], alone.direction[0], atol=1e-9)
+    assert model.training
+    assert all(torch.equal(v, buffers[k]) for k, v in model.state_dict().items())
+
+
+def test_fisher_summary_median_is_the_middle_of_an_even_count():
+    from robustlab.analysis.fisher import summarize
+
+    assert summarize(torch.tensor([4.0, 1.0, 3.0, 2.0]))["median"] == 2.5
+    assert summarize(torch.tensor([5.0, 1.0, 3.0]))["median"] == 3.0

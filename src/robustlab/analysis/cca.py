@@ -37,8 +37,10 @@ def pca_scores(x: np.ndarray, dim: int | None) -> np.ndarray:
 
 
 def _inverse_sqrt(c: np.ndarray) -> np.ndarray:
+    """C^{-1/2} of a symmetric PSD matrix, eigenvalues floored at 1e-12 of the largest: relative, so that the
+    canonical correlations do not depend on the scale of the features."""
     w, v = np.linalg.eigh(c)
-    return (v / np.sqrt(np.clip(w, 1e-12, None))) @ v.T
+    return (v / np.sqrt(np.clip(w, 1e-12 * max(w.max(initial=0.0), 1e-300), None))) @ v.T
 
 
 @dataclass

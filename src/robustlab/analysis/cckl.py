@@ -40,7 +40,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks import model_untouched
 from ..attacks.fisher import logit_jacobian
 from . import ANALYSES, AnalysisContext
 from ._figures import pyplot, save_figure
@@ -153,13 +152,12 @@ def cckl_decomposition(model: nn.Module, x: torch.Tensor, y: torch.Tensor, log_p
     p = lp.exp()
     quad = []
     flat = x.flatten(1)
-    with model_untouched(model, "eval"):
-        for start in range(0, len(anchor), batch_size):
-            a, b = anchor[start:start + batch_size], partner[start:start + batch_size]
-            _, jac = logit_jacobian(model, x[a])  # A'×K×n
-            jvp = torch.einsum("akn,apn->apk", jac, flat[b] - flat[a, None, :]).double()  # JΔ, A'×P×K
-            pa = p[a, None, :]
-            quad.append(0.5 * ((pa * jvp.square()).sum(2) - (pa * jvp).sum(2).square()))
+    for start in range(0, len(anchor), batch_size):
+        a, b = anchor[start:start + batch_size], partner[start:start + batch_size]
+        _, jac = logit_jacobian(model, x[a])  # A'×K×n
+        jvp = torch.einsum("akn,apn->apk", jac, flat[b] - flat[a, None, :]).double()  # JΔ, A'×P×K
+        pa = p[a, None, :]
+        quad.append(0.5 * ((pa * jvp.square()).sum(2) - (pa * jvp).sum(2).square()))
     fisher = torch.cat(quad) if quad else torch.zeros(0, partner.shape[1], dtype=torch.float64)
     kl = (p[anchor, None, :] * (lp[anchor, None, :] - lp[partner])).sum(2)
     return {"anchor": anchor, "partner": partner, "kl": kl, "fisher": fisher, "remainder": kl - fisher}

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks import model_untouched
 from ..attacks.fisher import InputFisher, fisher_step, input_fisher
 from . import ANALYSES, AnalysisContext
 from ._figures import pyplot, save_figure
@@ -34,8 +33,7 @@ def fisher_norms(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> di
     "rank" counts eigenvalues above 1e-10 × the largest (never more than K − 1). The model is run in
     eval mode and left untouched.
     """
-    with model_untouched(model, "eval"):
-        parts = [input_fisher(model, xb, direction=False) for xb in x.split(batch_size)]
+    parts = [input_fisher(model, xb, direction=False) for xb in x.split(batch_size)]
     fi = InputFisher(torch.cat([p.logits for p in parts]), torch.cat([p.eigenvalues for p in parts]), None)
     rank = (fi.eigenvalues > 1e-10 * fi.spectral[:, None].clamp_min(1e-300)).sum(1).double()
     return {"trace": fi.trace, "frobenius": fi.frobenius, "spectral": fi.spectral, "rank": rank}
@@ -53,26 +51,25 @@ def fisher_attack_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     """
     gen = torch.Generator().manual_seed(seed)
     rows: dict[float, dict[str, list[torch.Tensor]]] = {e: {} for e in eps}
-    with model_untouched(model, "eval"):
-        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-            fi = input_fisher(model, xb)
-            clean = F.log_softmax(fi.logits.double(), 1)
-            correct = fi.logits.argmax(1) == yb
-            rnd = torch.randn(xb.shape, generator=gen, dtype=xb.dtype).to(xb.device)
-            rnd = rnd / rnd.flatten(1).norm(dim=1).view(-1, *([1] * (xb.dim() - 1)))
-            for e in eps:
-                _, _, kl_taylor = fisher_step(model, xb, fi.direction, e, clean, clip=False)
-                _, z_f, kl_f = fisher_step(model, xb, fi.direction, e, clean)
-                _, z_r, kl_r = fisher_step(model, xb, rnd, e, clean)
-                r = rows[e]
-                for key, v in (("taylor", kl_taylor / (0.5 * e * e * fi.spectral).clamp_min(1e-300)), ("kl_fisher", kl_f),
-                               ("kl_random", kl_r), ("ge", kl_f >= kl_r), ("flip_fisher", (z_f.argmax(1) != yb)[correct]),
-                               ("flip_random", (z_r.argmax(1) != yb)[correct])):
-                    r.setdefault(key, []).append(v.double().cpu())
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+        fi = input_fisher(model, xb)
+        clean = F.log_softmax(fi.logits.double(), 1)
+        correct = fi.logits.argmax(1) == yb
+        rnd = torch.randn(xb.shape, generator=gen, dtype=xb.dtype).to(xb.device)
+        rnd = rnd / rnd.flatten(1).norm(dim=1).view(-1, *([1] * (xb.dim() - 1)))
+        for e in eps:
+            _, _, kl_taylor = fisher_step(model, xb, fi.direction, e, clean, clip=False)
+            _, z_f, kl_f = fisher_step(model, xb, fi.direction, e, clean)
+            _, z_r, kl_r = fisher_step(model, xb, rnd, e, clean)
+            r = rows[e]
+            for key, v in (("taylor", kl_taylor / (0.5 * e * e * fi.spectral).clamp_min(1e-300)), ("kl_fisher", kl_f),
+                           ("kl_random", kl_r), ("ge", kl_f >= kl_r), ("flip_fisher", (z_f.argmax(1) != yb)[correct]),
+                           ("flip_random", (z_r.argmax(1) != yb)[correct])):
+                r.setdefault(key, []).append(v.double().cpu())
     out = []
     for e in eps:
         r = {k: torch.cat(v) for k, v in rows[e].items()}
-        out.append({"eps": e, "taylor_ratio_median": float(r["taylor"].median()),
+        out.append({"eps": e, "taylor_ratio_median": float(r["taylor"].quantile(0.5)),
                     "taylor_ratio_q10": float(r["taylor"].quantile(0.1)), "taylor_ratio_q90": float(r["taylor"].quantile(0.9)),
                     "kl_fisher": float(r["kl_fisher"].mean()), "kl_random": float(r["kl_random"].mean()),
                     "fisher_ge_random": float(r["ge"].mean()), "flip_fisher": float(r["flip_fisher"].mean()),
@@ -81,9 +78,10 @@ def fisher_attack_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
 
 
 def summarize(values: torch.Tensor) -> dict[str, float]:
-    """mean, median, 10% and 90% quantiles of a 1-d tensor."""
+    """mean, median, 10% and 90% quantiles of a 1-d tensor (the median of an even count is the mean of
+    the two middle values; torch's `median` would return the lower one)."""
     v = values.double().cpu()
-    return {"mean": float(v.mean()), "median": float(v.median()), "q10": float(v.quantile(0.1)), "q90": float(v.quantile(0.9))}
+    return {"mean": float(v.mean()), "median": float(v.quantile(0.5)), "q10": float(v.quantile(0.1)), "q90": float(v.quantile(0.9))}
 
 
 @ANALYSES.register("fisher")

@@ -12,7 +12,9 @@ Fano-type bound on downstream robust accuracy (Zhu, Zhang & Evans, ICML 2020).
   Y -> X -> g(X) (data processing), every downstream classifier f has
       adversarial accuracy(f∘g) <= (I_ε(g) + log 2) / log K      (nats throughout).
   We plug in the estimate Î_ε, so it is an empirical figure, not a guarantee: Î_ε is a lower-bound
-  estimate of the MI at the perturbation PGD found, which itself is at least I_ε.
+  estimate of the MI at the perturbation PGD found, which itself is at least I_ε. MI is never negative,
+  so the bound uses max(Î_ε, 0): a negative estimate (estimator noise) gives log 2 / log K, the bound's
+  least value. The raw Î_ε stays in `worst_mi`.
 
 Everything is spread over `seeds` independent critics (initialisation and batch order).
 `robustlab analyze RUN --what vulnerability [--set layer=logits]` runs it on any trained model.
@@ -41,8 +43,9 @@ BOUND_ASSUMPTIONS = ("labels uniform over K classes; Y -> X -> g(X) (data proces
 
 
 def robust_accuracy_bound(worst_case_mi: float, num_classes: int) -> float:
-    """(I_ε + log 2) / log K, capped at 1: the most adversarial accuracy any downstream classifier can reach."""
-    return min(1.0, (worst_case_mi + math.log(2.0)) / math.log(num_classes))
+    """(max(I_ε, 0) + log 2) / log K, capped at 1: the most adversarial accuracy any downstream classifier can
+    reach. The true I_ε is ≥ 0, so a negative estimate counts as 0 (the bound is never below log 2 / log K)."""
+    return min(1.0, (max(worst_case_mi, 0.0) + math.log(2.0)) / math.log(num_classes))
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:

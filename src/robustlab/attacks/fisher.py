@@ -26,20 +26,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import unwrap
 from ..errors import RobustlabError
 from ..threat import ThreatModel
 from . import ATTACKS, losses
-from .base import Attack, AttackMode, check_logits
+from .base import Attack, AttackMode, check_logits, model_untouched
 
 
 def logit_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits N×K, J N×K×n): the Jacobian of each sample's logits w.r.t. its own flattened input.
 
-    One forward and K backward passes (one per class, each batched over the samples). The model must
-    treat samples independently (eval mode: BatchNorm uses its running statistics). Parameter `.grad`
-    is not touched.
+    One forward and K backward passes (one per class, each batched over the samples). The model runs in
+    eval mode whatever mode it is in (BatchNorm in train mode would couple the samples of the batch and
+    update its running statistics) and is left as it was; parameter `.grad` is not touched.
     """
-    with torch.enable_grad():
+    with model_untouched(unwrap(model), "eval"):
         xr = x.detach().requires_grad_(True)
         logits = model(xr)
         k = logits.shape[1]
@@ -83,7 +84,7 @@ def input_fisher(model: nn.Module, x: torch.Tensor, *, direction: bool = True) -
     """Exact spectrum (and optionally the leading eigenvector) of F(x) for a batch x (N×C×H×W).
 
     Cost: one forward + K backward passes, an N×K×K Gram matrix and N symmetric K×K eigen-problems.
-    The model should be in eval mode (see `logit_jacobian`).
+    Per sample whatever the model's mode: it runs in eval mode (see `logit_jacobian`).
     """
     logits, jac = logit_jacobian(model, x)
     b = fisher_factor(logits)
@@ -104,9 +105,10 @@ def fisher_step(model: nn.Module, x: torch.Tensor, direction: torch.Tensor, eps:
     """x ± eps·direction, per sample the sign with the larger KL(p(x) ‖ p(x')), clipped to [0, 1] when `clip`.
 
     Returns (x' N×C×H×W, its logits N×K, the KL (N,) in float64: computed from float64 log-softmax so
-    that the ~ε² values of small steps are not lost to float32 round-off).
+    that the ~ε² values of small steps are not lost to float32 round-off). The model runs in eval mode and
+    is left as it was, as in `logit_jacobian`.
     """
-    with torch.no_grad():
+    with model_untouched(unwrap(model), "eval"), torch.no_grad():
         cands = [x + sign * eps * direction for sign in (1.0, -1.0)]
         if clip:
             cands = [c.clamp(0.0, 1.0) for c in cands]

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import math
 
+from ..errors import RobustlabError
+from .base import SEVERITIES
+
 # AlexNet's ImageNet-C error per corruption, averaged over the 5 severities (Hendrycks & Dietterich 2019;
 # the values their evaluation code and later papers normalise by).
 ALEXNET_ERRORS: dict[str, float] = {
@@ -32,21 +35,45 @@ def corruption_errors(result: dict) -> dict[str, list[float]]:
 
 
 def alexnet_baseline() -> dict:
-    """The published AlexNet numbers in the shape of a `corruption_accuracy` result (one 'severity' = the mean)."""
-    return {"clean_acc": 1 - ALEXNET_CLEAN_ERROR, "acc": {c: [1 - e] for c, e in ALEXNET_ERRORS.items()}}
+    """The published AlexNet numbers in the shape of a `corruption_accuracy` result: one entry per corruption,
+    the mean over severities 1–5."""
+    return {"clean_acc": 1 - ALEXNET_CLEAN_ERROR, "acc": {c: [1 - e] for c, e in ALEXNET_ERRORS.items()},
+            "severities": list(SEVERITIES)}
+
+
+def _severities(result: dict) -> list[int]:
+    """The severities a result was evaluated at: its `severities`, else 1..k for k accuracies per corruption."""
+    if result.get("severities"):
+        return list(result["severities"])
+    return list(range(1, len(next(iter(result["acc"].values()), [])) + 1))
+
+
+def _check_comparable(result: dict, baseline: dict) -> None:
+    """Raise unless `result` and `baseline` cover the same corruptions at the same severities."""
+    mine, base = _severities(result), _severities(baseline)
+    if mine != base:
+        raise RobustlabError(f"mce: the result was evaluated at severities {mine} and the baseline at {base}; CE compares "
+                             "errors summed over the same severities. Evaluate both at the same severities.")
+    only = [(sorted(set(a["acc"]) - set(b["acc"])), where) for a, b, where in
+            ((result, baseline, "only in the result"), (baseline, result, "only in the baseline"))]
+    if any(names for names, _ in only):
+        parts = "; ".join(f"{', '.join(names)} {where}" for names, where in only if names)
+        raise RobustlabError(f"mce: the result and the baseline cover different corruptions ({parts}); mCE averages over "
+                             "one set of corruptions. Evaluate both on the same corruptions.")
 
 
 def mce(result: dict, baseline: dict) -> dict:
     """CE and relative CE per corruption, mCE and relative mCE (in %) of `result` against `baseline`.
 
-    Both are `corruption_accuracy` results (or `alexnet_baseline()`); only corruptions present in both
-    count. A relative CE whose baseline denominator is ≤ 0 (the baseline loses nothing to that
-    corruption) is undefined (NaN) and left out of the relative mean.
+    Both are `corruption_accuracy` results (or `alexnet_baseline()`) over the same corruptions and
+    severities, else a RobustlabError names what differs. A relative CE whose baseline denominator is
+    ≤ 0 (the baseline loses nothing to that corruption) is undefined (NaN) and left out of the relative mean.
     """
+    _check_comparable(result, baseline)
     mine, base = corruption_errors(result), corruption_errors(baseline)
     e_clean, b_clean = 1 - result["clean_acc"], 1 - baseline["clean_acc"]
     ce, rel = {}, {}
-    for c in [c for c in mine if c in base]:
+    for c in mine:
         m, b = _mean(mine[c]), _mean(base[c])
         ce[c] = 100 * m / b if b > 0 else math.nan
         rel[c] = 100 * (m - e_clean) / (b - b_clean) if b - b_clean > 0 else math.nan

@@ -32,6 +32,17 @@ class Split:
         """The first `n` samples (all when n is None)."""
         return self if n is None or n >= len(self) else self.subset(slice(0, n))
 
+    def __repr__(self) -> str:  # the dataclass default would print both tensors in full
+        images = f"{len(self)} images {'×'.join(map(str, self.x.shape[1:]))} {_values(self.x)}"
+        return f"Split({images}, labels {int(self.y.min())}..{int(self.y.max())})" if len(self) else f"Split({images})"
+
+
+def _values(*xs: torch.Tensor) -> str:
+    """dtype and value range of image tensors, e.g. "float32 in [0, 1]"."""
+    dtype = str(xs[0].dtype).removeprefix("torch.")
+    xs = tuple(x for x in xs if x.numel())
+    return f"{dtype} in [{min(float(x.min()) for x in xs):.3g}, {max(float(x.max()) for x in xs):.3g}]" if xs else dtype
+
 
 @dataclass
 class AugmentSpec:
@@ -87,6 +98,11 @@ class ImageDataset:
             f"{self.name}: {len(self.train)} train / {len(self.val)} val / {len(self.test)} test, "
             f"{c}×{s}×{s}, {self.num_classes} classes"
         )
+
+    def __repr__(self) -> str:  # the dataclass default would print every split's tensors in full
+        names = ", ".join(self.class_names[:4]) + (", …" if self.num_classes > 4 else "")
+        values = _values(self.train.x, self.val.x, self.test.x)
+        return f"ImageDataset({self.summary()} ({names}), {values}" + (", augmented" if self.augment.enabled else "") + ")"
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:

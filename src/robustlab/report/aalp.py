@@ -22,7 +22,7 @@ from ..analysis.gradcam import active_area, adversarial_cams, plot_gradcam_grid
 from ..attacks import build as build_attack
 from ..evaluate import markdown_table
 from ..methods import METHODS
-from .context import RunRecord, StudyContext, paired_difference
+from .context import RunRecord, StudyContext, direction, paired_difference
 from .sections import SECTIONS, autoattack_of
 
 TABLE2 = ("standard", "pgd_at", "alp", "trades", "aalp_gd", "aalp_sw", "aalp")
@@ -53,9 +53,11 @@ def _key(prefix: str, *parts: Any) -> str:
 
 
 def _compare(delta: float, se: float) -> str:
-    if abs(delta) <= 2 * se:
+    """A difference in points with its verdict: higher / lower beyond two standard errors, else within noise."""
+    way = direction(delta, se)
+    if way == 0:
         return f"{delta:+.1f} pts, within noise (2 SE = {2 * se:.1f})"
-    return f"{delta:+.1f} pts ({'higher' if delta > 0 else 'lower'}; 2 SE = {2 * se:.1f})"
+    return f"{delta:+.1f} pts ({'higher' if way > 0 else 'lower'}; 2 SE = {2 * se:.1f})"
 
 
 def _paired(a: np.ndarray, b: np.ndarray) -> str:

@@ -123,3 +123,11 @@ def paired_difference(a: Any, b: Any) -> tuple[float, float]:
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     se = float(d.std(ddof=1)) / math.sqrt(d.size) if d.size > 1 else 0.0
     return 100 * float(d.mean()), 100 * se
+
+
+def direction(delta: float, se: float) -> int:
+    """Which way a measured difference points: +1 above two standard errors, −1 below minus two, 0 within noise.
+
+    Every verdict of the report sections ("higher", "reproduced", ...) that rests on a difference with a
+    standard error goes through here, so they all draw the line at the same place."""
+    return 1 if delta > 2 * se else -1 if delta < -2 * se else 0

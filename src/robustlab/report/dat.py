@@ -14,7 +14,7 @@ import torch
 from .. import corruptions as C
 from ..corruptions.metrics import mce
 from . import plots
-from .context import RunRecord, StudyContext, paired_difference
+from .context import RunRecord, StudyContext, direction, paired_difference
 from .sections import SECTIONS, autoattack_of
 
 
@@ -79,15 +79,24 @@ def _fmt(v: float, digits: int = 1) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def _paired_noise(a: Any, b: Any) -> float:
-    """Two standard errors (in points) of the mean of the paired per-image differences a_i − b_i."""
-    return 2 * paired_difference(a, b)[1]
+def _direction(delta: float, se: float, up: str, down: str) -> str:
+    """`up` / `down` when the paired difference (points) is beyond two standard errors, else the same within noise."""
+    words = {1: up, -1: down, 0: "the same within noise"}[direction(delta, se)]
+    return f"{words} ({delta:+.1f} points, noise ±{2 * se:.1f})"
 
 
-def _direction(delta: float, noise: float, up: str, down: str) -> str:
-    if abs(delta) <= noise:
-        return f"the same within noise ({delta:+.1f} points, noise ±{noise:.1f})"
-    return f"{up if delta > 0 else down} ({delta:+.1f} points, noise ±{noise:.1f})"
+def _verdict(clean: tuple[float, float], corruption: tuple[float, float], at_clean: tuple[float, float] | None) -> str:
+    """The paper's claim from DAT − standard (difference, standard error) in clean and in mean corruption
+    accuracy, and PGD-AT − standard in clean accuracy (None without a PGD-AT run): consistent when clean
+    accuracy is not lower beyond noise and corruption accuracy is higher beyond noise."""
+    kept, corr = direction(*clean) >= 0, direction(*corruption)
+    parts = ("clean accuracy kept" if kept else "clean accuracy lower",
+             {1: "corruption accuracy higher", -1: "corruption accuracy lower", 0: "corruption accuracy the same within noise"}[corr])
+    verdict = ("consistent with the claim" if kept and corr > 0 else "not reproduced") + f" ({', '.join(parts)})"
+    if at_clean is not None:
+        verdict += (". PGD-AT costs clean accuracy here, the contrast the paper draws" if direction(*at_clean) < 0 else
+                    ". PGD-AT does not cost clean accuracy on these digits either, so the contrast the paper draws does not arise")
+    return verdict
 
 
 @SECTIONS.register("dat")
@@ -201,12 +210,10 @@ def _claim(records: list[RunRecord], results: dict, scores: dict, baseline: str,
     lines.append(f"**Our runs** (one seed, n = {n} test images; 'noise' is two standard errors of the paired per-image difference):")
 
     def delta(other: RunRecord, clean: bool) -> tuple[float, float]:
-        """(accuracy of `other` minus standard's, noise), in points, clean or mean over corruptions."""
+        """(accuracy of `other` minus standard's, its standard error), in points, clean or mean over corruptions."""
         if clean:
-            a, b = other.eval.per_sample["clean"], std.eval.per_sample["clean"]
-            return 100 * (other.eval.clean - std.eval.clean), _paired_noise(a, b)
-        a, b = results[other.label]["per_image_acc"], results[std.label]["per_image_acc"]
-        return 100 * (results[other.label]["mean_acc"] - results[std.label]["mean_acc"]), _paired_noise(a, b)
+            return paired_difference(other.eval.per_sample["clean"], std.eval.per_sample["clean"])
+        return paired_difference(results[other.label]["per_image_acc"], results[std.label]["per_image_acc"])
 
     for clean, what in ((True, "clean accuracy"), (False, "mean corruption accuracy")):
         lines.append(f"- {what}: DAT vs standard is {_direction(*delta(dat, clean), 'higher', 'lower')}"
@@ -220,16 +227,7 @@ def _claim(records: list[RunRecord], results: dict, scores: dict, baseline: str,
         lines.append(f"- adversarial ({strongest} at the study's threat model): DAT {100 * dat.eval.attacks[strongest]:.1f} %, standard "
                      f"{100 * std.eval.attacks[strongest]:.1f} %" + (f", PGD-AT {100 * at.eval.attacks[strongest]:.1f} %" if at else "")
                      + " — DAT's ℓ2 ε = 0.1 discrete perturbation is not an ℓ∞ defence and is not meant to be one.")
-    (d_clean, n_clean), (d_corr, n_corr) = delta(dat, True), delta(dat, False)
-    clean_part = "clean accuracy kept" if d_clean >= -n_clean else "clean accuracy lower"
-    corr_part = ("corruption accuracy higher" if d_corr > n_corr else
-                 "corruption accuracy lower" if d_corr < -n_corr else "corruption accuracy the same within noise")
-    verdict = ("consistent with the claim" if d_clean >= -n_clean and d_corr > n_corr else "not reproduced") + f" ({clean_part}, {corr_part})"
-    if at is not None:
-        d_at, n_at = delta(at, True)
-        at_cost = d_at < -n_at
-        verdict += (". PGD-AT costs clean accuracy here, the contrast the paper draws" if at_cost else
-                    ". PGD-AT does not cost clean accuracy on these digits either, so the contrast the paper draws does not arise")
+    verdict = _verdict(delta(dat, True), delta(dat, False), delta(at, True) if at is not None else None)
     lines += [f"- verdict on 8×8 digits, this seed: {verdict}. The noise above is the test-set noise of one training run; "
               f"the variation between training seeds is larger here (docs/dat.md repeats the comparison over three seeds). "
               f"A small-scale analogue only: the paper's evidence is ViT/ResNet on ImageNet with a 16384-code VQGAN.", ""]

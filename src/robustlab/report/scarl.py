@@ -14,6 +14,8 @@ from . import plots
 from .context import StudyContext
 from .sections import SECTIONS
 
+GAP_MARGIN = 0.05  # |word-vector r₁ − control r₁| below this counts as no difference (a margin: the control's spread is not recorded)
+
 
 def _spearman(a: list[float], b: list[float]) -> float:
     from scipy.stats import spearmanr
@@ -126,9 +128,6 @@ def _claims(cca: dict[str, Any], sims: dict[str, Any], worst: dict[str, float], 
     drops = [m for m in labels if cca[m]["adversarial"]["first"] < cca[m]["natural"]["first"]]
     rho_adv, rho_sim = _spearman(rob, adv), _spearman(rob, agree)
 
-    def verdict(rho: float) -> str:
-        return "cannot be tested" if not np.isfinite(rho) else "holds" if rho > 0.5 else "does not hold" if rho < 0.2 else "holds only weakly"
-
     order = " < ".join(f"{m} {100 * worst[m]:.0f}%/r₁ {cca[m]['adversarial']['first']:.2f}" for m in sorted(labels, key=worst.get))
     gap = {s: float(np.mean([cca[m][s]["first"] - cca[m][s]["control_first"] for m in labels])) for s in ("natural", "adversarial")}
     out = ["### What our runs show against the paper's claims", ""]
@@ -137,18 +136,39 @@ def _claims(cca: dict[str, Any], sims: dict[str, Any], worst: dict[str, float], 
                f"{max(n - a for n, a in zip(nat, adv)):.3f} ({labels[int(np.argmax(np.subtract(nat, adv)))]}).")
     out.append(f"- *The more robust the model, the stronger the correlation.* Across the {len(labels)} models, Spearman's ρ between "
                f"worst-case accuracy and adversarial r₁ is {rho_adv:.2f} (by robustness: {order}): the claim "
-               f"{verdict(rho_adv)} here for adversarial inputs. With natural inputs: ρ = {_spearman(rob, nat):.2f}.")
+               f"{_rank_verdict(rho_adv)} here for adversarial inputs. With natural inputs: ρ = {_spearman(rob, nat):.2f}.")
     out.append(f"- *Is it the semantics?* Word-vector r₁ minus the random-class-vector control, averaged over the models: "
-               f"{gap['natural']:+.3f} (natural), {gap['adversarial']:+.3f} (adversarial). "
-               + ("Small: most of the correlation reflects how well the features separate the true classes, not what the words "
-                  "mean." if max(abs(g) for g in gap.values()) < 0.05 else
-                  "The word vectors correlate more than random class vectors, so part of the correlation is semantic.")
+               f"{gap['natural']:+.3f} (natural), {gap['adversarial']:+.3f} (adversarial). " + _semantic_gap(gap)
                + (f" (With dim = {dim} ≥ K−1 = {num_classes - 1} the word side spans exactly the label indicators, so "
                   "r₁ cannot depend on the words at all.)" if dim == 0 or dim >= num_classes - 1 else ""))
     out.append(f"- *Robust features reflect the word vectors' class relatedness, non-robust ones do not (Fig. 2).* Spearman's ρ "
-               f"between robustness and the similarity agreement is {rho_sim:.2f}: the claim {verdict(rho_sim)} in ranking; "
-               f"the agreement itself is {'weak' if max(agree) < 0.5 else 'moderate' if max(agree) < 0.7 else 'strong'} "
-               f"(largest ρ = {max(agree):.2f}, {labels[int(np.argmax(agree))]})."
+               f"between robustness and the similarity agreement is {rho_sim:.2f}: the claim {_rank_verdict(rho_sim)} in ranking; "
+               f"the agreement itself is {_strength(max(agree))} (largest ρ = {max(agree):.2f}, {labels[int(np.argmax(agree))]})."
                + (f" {scarl} is trained towards these vectors, so its agreement is no independent evidence." if scarl else ""))
     out.append("- One seed and a handful of models: these rank correlations are coarse.")
     return "\n".join(out)
+
+
+def _semantic_gap(gap: dict[str, float]) -> str:
+    """What the word-vector r₁ minus the random-vector control says, per setting (natural, adversarial),
+    by its sign: more than random (part of the correlation is semantic), less than random, or about the same."""
+    if all(abs(g) < GAP_MARGIN for g in gap.values()):
+        return ("Small: most of the correlation reflects how well the features separate the true classes, not what the "
+                "words mean.")
+    words = {1: "the word vectors correlate more than random class vectors, so part of the correlation is semantic",
+             -1: "the word vectors correlate less than random class vectors: no sign of semantics",
+             0: f"the word vectors correlate about as much as random class vectors (within ±{GAP_MARGIN})"}
+    return " ".join(f"{setting.capitalize()} inputs: {words[int(np.sign(g)) if abs(g) >= GAP_MARGIN else 0]}."
+                    for setting, g in gap.items())
+
+
+def _rank_verdict(rho: float) -> str:
+    """A claim "the more robust, the more X" judged by Spearman's ρ across the models (coarse: a handful of models)."""
+    if not np.isfinite(rho):
+        return "cannot be tested"
+    return ("holds" if rho > 0.5 else "holds only weakly" if rho >= 0.2 else "is reversed" if rho < -0.5 else "does not hold")
+
+
+def _strength(rho: float) -> str:
+    """Words for how strongly a similarity matrix agrees with the word vectors' (Spearman's ρ)."""
+    return "absent" if rho <= 0 else "weak" if rho < 0.5 else "moderate" if rho < 0.7 else "strong"

@@ -12,7 +12,7 @@ import math
 import os
 
 from . import plots
-from .context import RunRecord, StudyContext
+from .context import RunRecord, StudyContext, direction, paired_difference
 from .sections import SECTIONS
 
 PAPER_CAPACITY = {  # Shi et al. table (CIFAR-10, TRADES; accuracy %), algorithms.md §4.4
@@ -63,7 +63,7 @@ def shi_section(ctx: StudyContext, capacity_group: str = "shi_capacity", fisher_
         f"[{r.label}]({os.path.relpath(r.run_dir / 'figures' / 'cckl_pairs.png', ctx.out_dir)})" for r in analysed) + ".", ""]
     _share_claim(tracked, cckl, claims)
     lines += _attack(analysed, fisher)
-    _fisher_claim(ctx, tracked, fisher, claims)
+    _fisher_claim(tracked, fisher, claims)
     if capacity:
         lines += _capacity(capacity, fisher, cckl, claims)
     lines += ["### What our runs show about the paper's claims", ""] + [f"- {c}" for c in claims] + [""]
@@ -123,22 +123,27 @@ def _tracking(ctx: StudyContext, tracked: list[RunRecord], claims: list[str]) ->
              f"![Fisher norms and test accuracy per epoch]({rel})", "", f"![CCKL and its components per epoch]({rel2})", ""]
     natural = next((r for r in tracked if r.config.method.name == "standard"), None)
     if natural is not None and len(_series(natural, "track_fisher_fro")[0]) >= 3:
-        from scipy.stats import spearmanr
-
         epochs, fro = _series(natural, "track_fisher_fro")
-        acc = _series(natural, "track_acc")[1]
-        peak = max(range(len(fro)), key=fro.__getitem__)
-        grows = fro[-1] >= 10 * fro[0] and acc[-1] > acc[0]
-        rho = float(spearmanr(acc, fro).statistic)
-        shape = (f"; it peaks at {_num(fro[peak])} in epoch {epochs[peak]} ({100 * acc[peak]:.1f}% accuracy) and then eases "
-                 f"while accuracy saturates, so it is not monotone in accuracy (Spearman ρ over epochs {rho:.2f})"
-                 if fro[peak] > 1.2 * fro[-1] else f" (Spearman ρ over epochs {rho:.2f})")
-        claims.append(
-            f"**Fig. 3 (natural training: the Fisher norm grows sharply with accuracy)** — "
-            f"{'reproduced' if grows else 'not reproduced'} on `{natural.label}`: mean ‖F‖_F goes from {_num(fro[0])} "
+        claims.append(_growth_claim(natural.label, epochs, fro, _series(natural, "track_acc")[1]))
+    return lines
+
+
+def _growth_claim(label: str, epochs: list[float], fro: list[float], acc: list[float]) -> str:
+    """Fig. 3's claim on one natural run's curves: reproduced when the mean Frobenius norm grows at least
+    tenfold from the first to the last recorded epoch while test accuracy rises (the curves carry no
+    standard errors, so this is a threshold, not a noise test)."""
+    from scipy.stats import spearmanr
+
+    peak = max(range(len(fro)), key=fro.__getitem__)
+    grows = fro[-1] >= 10 * fro[0] and acc[-1] > acc[0]
+    rho = float(spearmanr(acc, fro).statistic)
+    shape = (f"; it peaks at {_num(fro[peak])} in epoch {epochs[peak]} ({100 * acc[peak]:.1f}% accuracy) and then eases "
+             f"while accuracy saturates, so it is not monotone in accuracy (Spearman ρ over epochs {rho:.2f})"
+             if fro[peak] > 1.2 * fro[-1] else f" (Spearman ρ over epochs {rho:.2f})")
+    return (f"**Fig. 3 (natural training: the Fisher norm grows sharply with accuracy)** — "
+            f"{'reproduced' if grows else 'not reproduced'} on `{label}`: mean ‖F‖_F goes from {_num(fro[0])} "
             f"(epoch {epochs[0]}, {100 * acc[0]:.1f}% test accuracy) to {_num(fro[-1])} (epoch {epochs[-1]}, "
             f"{100 * acc[-1]:.1f}%){shape}.")
-    return lines
 
 
 def _decomposition(records: list[RunRecord], fisher: dict, cckl: dict) -> list[str]:
@@ -191,7 +196,7 @@ def _attack(records: list[RunRecord], fisher: dict) -> list[str]:
     return lines + [""]
 
 
-def _fisher_claim(ctx: StudyContext, tracked: list[RunRecord], fisher: dict, claims: list[str]) -> None:
+def _fisher_claim(tracked: list[RunRecord], fisher: dict, claims: list[str]) -> None:
     natural = next((r for r in tracked if r.config.method.name == "standard"), None)
     robust = [r for r in tracked if r.config.method.name in ("pgd_at", "trades")]
     if natural is None or not robust:
@@ -206,12 +211,23 @@ def _fisher_claim(ctx: StudyContext, tracked: list[RunRecord], fisher: dict, cla
     claims.append(f"**Fig. 4 (PGD-AT / TRADES have a smaller mean Fisher norm than natural training)** — {verdict} on "
                   f"{natural.config.dataset.name}: mean ‖F‖_F on the test split at the selected checkpoint is {_num(nat)} for "
                   f"`{natural.label}` against " + ", ".join(parts) + ".")
-    nat_acc = natural.eval.clean if natural.eval else None
-    if nat_acc is not None and all(r.eval for r in robust):
-        lower = [r.eval.clean < nat_acc for r in robust]
-        claims.append("**Adversarial training costs clean accuracy** — "
-                      f"{'yes' if all(lower) else 'not in every run'} here: clean {100 * nat_acc:.1f}% (`{natural.label}`) vs "
-                      + ", ".join(f"{100 * r.eval.clean:.1f}% (`{r.label}`)" for r in robust) + ".")
+    if natural.eval is not None and all(r.eval for r in robust):
+        claims.append(_clean_cost_claim(natural, robust))
+
+
+def _clean_cost_claim(natural: RunRecord, robust: list[RunRecord]) -> str:
+    """Whether each adversarially trained run's clean accuracy is below the natural run's beyond two standard
+    errors of the paired per-sample difference on the test split."""
+    parts, ways = [], []
+    for r in robust:
+        mean, se = paired_difference(r.eval.per_sample["clean"], natural.eval.per_sample["clean"])
+        ways.append(direction(mean, se))
+        parts.append(f"{100 * r.eval.clean:.1f}% (`{r.label}`, {mean:+.1f} ± {se:.1f} points)")
+    lower = [r.label for r, w in zip(robust, ways) if w < 0]
+    verdict = ("yes, beyond noise in every run" if len(lower) == len(robust) else
+               f"beyond noise only for {', '.join(f'`{label}`' for label in lower)}" if lower else "not beyond noise in any run")
+    return (f"**Adversarial training costs clean accuracy** — {verdict} here: clean {100 * natural.eval.clean:.1f}% "
+            f"(`{natural.label}`) vs " + ", ".join(parts) + " (paired per-sample differences ± standard error).")
 
 
 def _capacity(records: list[RunRecord], fisher: dict, cckl: dict, claims: list[str]) -> list[str]:
@@ -233,19 +249,38 @@ def _capacity(records: list[RunRecord], fisher: dict, cckl: dict, claims: list[s
                      f"{_num(fisher[r.label]['frobenius']['mean'])} | {_num(c['cckl'])} | {_num(c['fisher_term'])} | {_num(c['remainder'])} |")
     lines += ["", "Paper (CIFAR-10, TRADES, accuracy % clean / PGD / CW): "
               + "; ".join(f"{k} {a:.1f} / {b:.1f} / {c:.1f}" for k, (a, b, c) in PAPER_CAPACITY.items()) + ".", ""]
+    columns = [c for c in ("clean", pgd, cw) if c is not None]
     vgg = {row[0].config.model.options.get("variant", "normal"): row for row in rows if row[0].config.model.name == "vgg13"}
     order = [v for v in ("pure_linear", "half_linear", "normal") if v in vgg]
     if len(order) >= 2:
-        up = all(vgg[a][i] <= vgg[b][i] for a, b in zip(order, order[1:]) for i in (1, 2, 3))
+        steps = [(vgg[a][0], vgg[b][0]) for a, b in zip(order, order[1:])]
         claims.append(f"**Capacity: more nonlinearity in VGG13 raises clean and robust accuracy together** — "
-                      f"{'reproduced' if up else 'not reproduced (not monotone in every column)'}: "
+                      f"{_rise_verdict(steps, columns)}: "
                       + "; ".join(f"{v} {100 * vgg[v][1]:.1f} / {100 * vgg[v][2]:.1f} / {100 * vgg[v][3]:.1f}" for v in order)
                       + f" (clean / {pgd} / {cw} %).")
     resnets = [row for row in rows if row[0].config.model.name.startswith("resnet")]
     if len(resnets) >= 2:
         small, large = resnets[0], resnets[-1]
-        up = all(small[i] <= large[i] for i in (1, 2, 3))
         claims.append(f"**Capacity: the larger ResNet is better on clean and robust accuracy** — "
-                      f"{'reproduced' if up else 'not reproduced'}: `{small[0].label}` {100 * small[1]:.1f} / {100 * small[2]:.1f} / "
+                      f"{_rise_verdict([(small[0], large[0])], columns)}: `{small[0].label}` {100 * small[1]:.1f} / {100 * small[2]:.1f} / "
                       f"{100 * small[3]:.1f} vs `{large[0].label}` {100 * large[1]:.1f} / {100 * large[2]:.1f} / {100 * large[3]:.1f}.")
     return lines
+
+
+def _rise_verdict(steps: list[tuple[RunRecord, RunRecord]], columns: list[str]) -> str:
+    """Whether accuracy rises from the first to the second run of every step in every column (per-sample
+    outcomes on the same test points): 'reproduced' when every paired difference is above two standard
+    errors, 'not reproduced' when one is below minus two, else 'not resolved' (some within noise)."""
+    falls, flat = [], []
+    for a, b in steps:
+        for col in columns:
+            way = direction(*paired_difference(b.eval.per_sample[col], a.eval.per_sample[col]))
+            if way < 0:
+                falls.append(f"{col} {a.label} → {b.label}")
+            elif way == 0:
+                flat.append(f"{col} {a.label} → {b.label}")
+    if falls:
+        return f"not reproduced (lower beyond two standard errors: {', '.join(falls)})"
+    if flat:
+        return f"not resolved (within two standard errors: {', '.join(flat)}; one seed per model)"
+    return "reproduced (every rise beyond two standard errors of the paired difference)"

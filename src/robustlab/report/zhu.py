@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy as np
 from .. import methods
 from ..analysis import ANALYSES, AnalysisContext
 from ..analysis.saliency import alignment, background_share, first_per_class, input_gradients, saliency_grid
-from .context import RunRecord, StudyContext, paired_difference
+from .context import RunRecord, StudyContext, direction, paired_difference
 from .sections import SECTIONS
 
 REPS = {"mi": "baseline (MI)", "wcmi": "robust (worst-case MI)"}
@@ -62,12 +63,23 @@ def _correct(record: RunRecord, worst: bool) -> np.ndarray:
     return np.logical_and.reduce(list(per.values())) if worst else per["clean"]
 
 
-def _verdict(a: RunRecord, b: RunRecord, worst: bool) -> str:
-    """How run a compares with run b on the same test points: 'higher than' / 'lower than' when the mean
-    paired difference exceeds two of its standard errors, else 'within noise (2 s.e.) of'; with the difference."""
+def _verdict(a: RunRecord, b: RunRecord, worst: bool) -> tuple[int, str]:
+    """How run a compares with run b on the same test points: the direction of the paired difference
+    (`direction`) and the words 'higher than' / 'lower than' / 'within noise (2 s.e.) of', with the difference."""
     mean, se = paired_difference(_correct(a, worst), _correct(b, worst))
-    word = "higher than" if mean > 2 * se else "lower than" if mean < -2 * se else "within noise (2 s.e.) of"
-    return f"{word} ({mean:+.1f} ± {se:.1f} points)"
+    way = direction(mean, se)
+    word = {1: "higher than", -1: "lower than", 0: "within noise (2 s.e.) of"}[way]
+    return way, f"{word} ({mean:+.1f} ± {se:.1f} points)"
+
+
+def _representation_claim(kind: str, rob: RunRecord, base: RunRecord) -> str:
+    """The paper's claim for one downstream kind: the robust representation beats the baseline one in
+    adversarial (worst-case) and natural accuracy; it reproduces only when the adversarial gain is beyond noise."""
+    (way, adv), (_, nat) = _verdict(rob, base, worst=True), _verdict(rob, base, worst=False)
+    return (f"- {kind} downstream: the robust representation's adversarial (worst-case) accuracy "
+            f"{_pct(rob.eval.worst_case)}% is **{adv}** the baseline representation's {_pct(base.eval.worst_case)}% "
+            f"(paper: higher); its natural accuracy {_pct(rob.eval.clean)}% is {nat} {_pct(base.eval.clean)}% (paper: higher)."
+            + ("" if way > 0 else " **The paper's claim does not reproduce here.**"))
 
 
 @SECTIONS.register("zhu")
@@ -121,18 +133,14 @@ def _downstream_table(ctx: StudyContext, encoders: dict[str, RunRecord], downstr
         base, rob = cells.get(("mi", kind)), cells.get(("wcmi", kind))
         if base is None or rob is None:
             continue
-        adv, nat = _verdict(rob, base, worst=True), _verdict(rob, base, worst=False)
-        lines.append(f"- {kind} downstream: the robust representation's adversarial (worst-case) accuracy "
-                     f"{_pct(rob.eval.worst_case)}% is **{adv}** the baseline representation's {_pct(base.eval.worst_case)}% "
-                     f"(paper: higher); its natural accuracy {_pct(rob.eval.clean)}% is {nat} {_pct(base.eval.clean)}% (paper: higher)."
-                     + ("" if adv.startswith("higher") else " **The paper's claim does not reproduce here.**"))
+        lines.append(_representation_claim(kind, rob, base))
     robust = [r for (rep, kind), r in cells.items() if rep == "wcmi" and kind.startswith("robust")]
     rob = max(robust, key=lambda r: r.eval.worst_case, default=None)
     for r in end_to_end:
         if rob is not None and r.config.method.name != "standard":
             lines.append(f"- robust representation + robust downstream (`{rob.label}`) {_pct(rob.eval.worst_case)}% vs the end-to-end "
                          f"adversarially trained `{r.label}` of the same architecture {_pct(r.eval.worst_case)}% "
-                         f"(paper, CIFAR-10: ≈31%, \"comparable\"): {_verdict(rob, r, worst=True)} it.")
+                         f"(paper, CIFAR-10: ≈31%, \"comparable\"): {_verdict(rob, r, worst=True)[1]} it.")
     return lines + [""]
 
 
@@ -146,11 +154,12 @@ def _rv_table(ctx: StudyContext, encoders: dict[str, RunRecord], downstream: lis
     for r in runs:
         res = _vulnerability(ctx, r, options)
         if r.label in encoders:  # any downstream classifier counts: the best robust one trained on this encoder
-            accs = [d.eval.worst_case for d in downstream if _encoder_label(d) == r.label]
-            measured, what = (max(accs), "best downstream") if accs else (None, "")
+            best = max((d for d in downstream if _encoder_label(d) == r.label), key=lambda d: d.eval.worst_case, default=None)
+            source, what = best, "best downstream"
         else:
-            measured, what = (r.eval.worst_case if r.eval is not None else None), "the model itself"
-        rows.append((r, res, measured, what))
+            source, what = r, "the model itself"
+        measured = (source.eval.worst_case, source.eval.n) if source is not None and source.eval is not None else None
+        rows.append((r, res, measured, what if measured else ""))
     s = rows[0][1]["settings"]
     lines = [f"### Representation vulnerability and the bound on robust accuracy ({rows[0][1]['layer']} layer)", "",
              f"MI estimates in nats, mean ± std over {s['seeds']} critics (seeds), each a {s['critic']} critic "
@@ -158,25 +167,65 @@ def _rv_table(ctx: StudyContext, encoders: dict[str, RunRecord], downstream: lis
              f"({s['dv_variant']}) for {s['epochs']} epochs on {s['n_train']} training images (batch {s['batch_size']}, "
              f"Adam lr {s['lr']}) and evaluated on {s['n_test']} test images; the worst case alternates the critic with "
              f"batch-level PGD-{s['attack_steps']} (step {s['attack_step']:.3g}) minimising the estimate, the normal case "
-             f"uses the same budget without it. RV = Î − Î_ε. Bound = (Î_ε + log 2) / log K, capped at 100% "
-             f"(assumptions: {rows[0][1]['bound_assumptions']}).", "",
+             f"uses the same budget without it. RV = Î − Î_ε. Bound = (max(Î_ε, 0) + log 2) / log K, capped at 100%: MI is "
+             f"never negative, so a negative estimate (noise) counts as 0 in the bound; the Î_ε column shows the raw "
+             f"estimate (assumptions: {rows[0][1]['bound_assumptions']}).", "",
              "| run | method | Î(X; g(X)) | Î_ε | RV | robust-accuracy bound (%) | measured worst-case accuracy (%) |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r, res, measured, what in rows:
         f = lambda k, scale=1.0, d=2: f"{scale * res[k]['mean']:.{d}f} ± {scale * res[k]['std']:.{d}f}"  # noqa: E731
         lines.append(f"| `{r.label}` | {r.config.method.name} | {f('normal_mi')} | {f('worst_mi')} | {f('rv')} | "
-                     f"{f('robust_accuracy_bound', 100, 1)} | {_pct(measured)}{f' ({what})' if what else ''} |")
+                     f"{f('robust_accuracy_bound', 100, 1)} | {_pct(measured[0] if measured else None)}{f' ({what})' if what else ''} |")
     noise = max(max(res["normal_mi"]["std"], res["worst_mi"]["std"]) for _, res, _, _ in rows)
-    negative = [r.label for r, res, _, _ in rows if res["rv"]["mean"] < 0]
-    violated = [r.label for r, res, m, _ in rows if m is not None and m > res["robust_accuracy_bound"]["mean"]]
     lines += ["", f"Estimator noise: the largest std over seeds of a single estimate here is {noise:.2f} nats; estimates "
               f"depend on the critic budget (they keep rising with more critic epochs), so only figures from the same "
-              f"budget are comparable. "
-              + ("RV is ≥ 0 for every run." if not negative else f"RV is negative for {', '.join(negative)} (within the noise above?).")
-              + (" Every measured accuracy is below its bound." if not violated else
-                 f" The measured accuracy exceeds the estimated bound for {', '.join(violated)}: the plug-in estimate is "
-                 f"not a guarantee (see assumptions).")]
+              f"budget are comparable. " + _rv_and_bound_notes([(r.label, res, m) for r, res, m, _ in rows])]
     return lines + [""]
+
+
+def _seed_se(summary: dict[str, Any]) -> float | None:
+    """Standard error of a mean over critic seeds; None for a single seed (no noise estimate)."""
+    k = len(summary["values"])
+    return summary["std"] / math.sqrt(k) if k > 1 else None
+
+
+def _rv_and_bound_notes(rows: list[tuple[str, dict[str, Any], tuple[float, int] | None]]) -> str:
+    """What the RV / bound table says, per (label, vulnerability result, (measured accuracy, its n) or None):
+    whether RV is below 0 beyond two standard errors over the critic seeds (the true RV cannot be: I_ε ≤ I),
+    and whether a measured accuracy is above its bound beyond the noise of both."""
+    out = []
+    groups: dict[str, list[str]] = {"beyond": [], "within": [], "one seed": []}
+    for label, res, _ in rows:
+        se = _seed_se(res["rv"])
+        if res["rv"]["mean"] < 0:
+            groups["one seed" if se is None else "beyond" if direction(res["rv"]["mean"], se) < 0 else "within"].append(label)
+    if not any(groups.values()):
+        out.append("RV is ≥ 0 for every run.")
+    if groups["beyond"]:
+        out.append(f"RV is below 0 beyond two standard errors over the critic seeds for {', '.join(groups['beyond'])}: the "
+                   "worst-case estimate is above the normal-case one, which the true values cannot be (I_ε ≤ I), so these "
+                   "estimates are unreliable.")
+    if groups["within"]:
+        out.append(f"RV is below 0 for {', '.join(groups['within'])}, but within two standard errors over the critic seeds (noise).")
+    if groups["one seed"]:
+        out.append(f"RV is below 0 for {', '.join(groups['one seed'])} (one critic seed, so no noise estimate).")
+    above: dict[int, list[str]] = {1: [], 0: []}
+    for label, res, measured in rows:
+        bound = res["robust_accuracy_bound"]
+        if measured is None or measured[0] <= bound["mean"]:
+            continue
+        acc, n = measured
+        se = math.hypot(_seed_se(bound) or 0.0, math.sqrt(acc * (1 - acc) / max(n, 1)))
+        above[direction(acc - bound["mean"], se)].append(label)  # 0 or 1: acc is above the bound here
+    if above[1]:
+        out.append(f"The measured accuracy exceeds the estimated bound beyond two standard errors (critic seeds and test "
+                   f"points) for {', '.join(above[1])}: the plug-in estimate is not a guarantee (see assumptions).")
+    if above[0]:
+        out.append(f"The measured accuracy is above the estimated bound for {', '.join(above[0])}, but within two standard "
+                   "errors (critic seeds and test points).")
+    if not above[0] and not above[1]:
+        out.append("Every measured accuracy is at most its bound.")
+    return " ".join(out)
 
 
 def _saliency(ctx: StudyContext, encoders: dict[str, RunRecord], downstream: list[RunRecord], end_to_end: list[RunRecord],
