@@ -101,7 +101,7 @@ class _Float32Logits:
         return self.module(x).float()
 
 
-def _attacked(model: nn.Module | _Float32Logits) -> nn.Module:
+def attacked_model(model: nn.Module | _Float32Logits) -> nn.Module:
     """The model an attack runs on: the caller's, less the distributed or compiled wrappers (`unwrap`) and the
     float32 view a cascade (AutoAttack) passes on to its components."""
     return unwrap(model.module if isinstance(model, _Float32Logits) else model)
@@ -146,14 +146,14 @@ class Attack:
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None) -> AttackResult:
         """Attack the batch; returns x_adv and the per-sample success."""
-        model = _attacked(model)
+        model = attacked_model(model)
         k = self._check(model, x, y)
         with model_untouched(model, self.mode):
             x_adv, success, *stages = self._run(_Float32Logits(model), x, y, self.generator_for(x, generator), k, need_success=True)
         return AttackResult(x_adv.detach(), success, stages[0] if stages else {})
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        model = _attacked(model)
+        model = attacked_model(model)
         k = self._check(model, x, y)
         with model_untouched(model, self.mode):
             x_adv, *_ = self._run(_Float32Logits(model), x, y, self.generator_for(x, generator), k, need_success=False)

@@ -26,11 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import unwrap
 from ..errors import RobustlabError
 from ..threat import ThreatModel
 from . import ATTACKS, losses
-from .base import Attack, AttackMode, check_logits, model_untouched
+from .base import Attack, AttackMode, attacked_model, check_logits, model_untouched
 
 
 def logit_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +39,7 @@ def logit_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tor
     eval mode whatever mode it is in (BatchNorm in train mode would couple the samples of the batch and
     update its running statistics) and is left as it was; parameter `.grad` is not touched.
     """
-    with model_untouched(unwrap(model), "eval"):
+    with model_untouched(attacked_model(model), "eval"):
         xr = x.detach().requires_grad_(True)
         logits = model(xr)
         k = logits.shape[1]
@@ -108,7 +107,7 @@ def fisher_step(model: nn.Module, x: torch.Tensor, direction: torch.Tensor, eps:
     that the ~ε² values of small steps are not lost to float32 round-off). The model runs in eval mode and
     is left as it was, as in `logit_jacobian`.
     """
-    with model_untouched(unwrap(model), "eval"), torch.no_grad():
+    with model_untouched(attacked_model(model), "eval"), torch.no_grad():
         cands = [x + sign * eps * direction for sign in (1.0, -1.0)]
         if clip:
             cands = [c.clamp(0.0, 1.0) for c in cands]
