@@ -492,14 +492,18 @@ def main(argv: list[str] | None = None) -> int:
         argv = argv[1:]
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("ROBUSTLAB_DEBUG", "") not in ("", "0")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun rank ends with its launcher
+    torchrun_rank = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if torchrun_rank:  # a torchrun rank ends with its launcher
         from .processes import die_with_parent
 
         die_with_parent()
     where = f"robustlab {args.command}"
     try:
         code = COMMANDS[args.command](args)
-        shutdown()  # under torchrun: all ranks leave the process group together
+        if shutdown() and torchrun_rank:  # under torchrun: all ranks leave the process group together, then exit at once: Gloo's
+            sys.stdout.flush()  # threads can still hold tensors, and the interpreter's teardown then aborts the rank
+            sys.stderr.flush()  # (SIGABRT, "terminate called without an active exception") after its work is done
+            os._exit(code)
         return code
     except KeyboardInterrupt:
         print(f"{where}: interrupted; {_continue_hint(args, argv)}", file=sys.stderr)

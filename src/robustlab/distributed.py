@@ -175,12 +175,14 @@ def ddp_wrap(model: torch.nn.Module, device: torch.device, find_unused: bool = F
     return DistributedModel(ddp, model)
 
 
-def shutdown() -> None:
+def shutdown() -> bool:
     """Leave the process group (all ranks together), so that no process aborts at exit with live
-    communication threads."""
+    communication threads; True when there was one to leave."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+        return True
+    return False
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
