@@ -44,3 +44,15 @@ def linear_model():
         return Linear(torch.randn(num_classes, dim, generator=g, dtype=dtype), torch.randn(num_classes, generator=g, dtype=dtype))
 
     return make
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault suite's counts, when it ran (tests/test_faults.py; quoted in docs/faults.md)."""
+    import sys
+
+    faults = getattr(sys.modules.get("test_faults"), "FAULTS", None)
+    if faults and faults["probes"] + faults["kill_trials"]:
+        terminalreporter.write_line(
+            f"fault suite: {faults['probes']} bad-input and concurrency probes, {faults['tracebacks']} tracebacks (goal 0); "
+            f"{faults['lost_or_mixed']} runs whose data was lost or mixed (goal 0); "
+            f"{faults['kill_matched']} of {faults['kill_trials']} kill -9 trials matched the uninterrupted result (goal all)")

@@ -113,3 +113,40 @@ def test_a_mistyped_suite_gets_one_line_with_the_closest_name(trained, tmp_path,
     for suite in ("pgd-3", "fgsm,pgd-3"):
         assert main(["eval", str(trained), "--suite", suite, "--n", "10", "--out", str(tmp_path / suite), "--no-flags", "--quiet"]) == 0
         assert json.loads((tmp_path / suite / "eval.json").read_text())["suite"] == suite.split(",")
+
+
+def test_list_a_name_shows_its_options_and_defaults(capsys):
+    from robustlab import cli
+
+    assert cli.main(["list", "trades"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("method trades:") and "beta = 6.0" in out and "attack_steps = 10" in out
+    assert cli.main(["list", "paper"]) == 0
+    assert "pgd-100" in capsys.readouterr().out
+    assert cli.main(["list", "small_cnn"]) == 0
+    out = capsys.readouterr().out
+    assert "width = 32" in out and "num_classes" not in out
+
+
+def test_analyze_prints_the_numbers_it_wrote(trained, tmp_path, capsys):
+    import shutil
+
+    from robustlab import cli
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns(".lock", "analysis"))
+    assert cli.main(["analyze", str(run), "--what", "fisher", "--set", "n=20", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((run / "analysis/fisher.json").read_text())
+    assert f"trace.mean {saved['trace']['mean']:.4g}" in out
+
+
+def test_autoattack_off_a_terminal_prints_a_line_per_stage(trained, digits, capsys):
+    from robustlab.checkpoint import load_model
+    from robustlab.evaluate import evaluate
+
+    model, _ = load_model(trained)
+    evaluate(model, digits.test.head(20), "linf:0.2", "autoattack", batch_size=10)
+    err = capsys.readouterr().err
+    for stage in ("apgd-ce", "apgd-t", "fab-t", "square"):
+        assert f"autoattack batch 1/" in err and f"after {stage} " in err

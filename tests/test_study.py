@@ -32,11 +32,23 @@ def test_mini_study_writes_report_and_reuses_runs(tmp_path):
     run_study(cfg, out_root=tmp_path / "runs", quiet=True)  # second invocation: everything reused
     assert (tmp_path / "runs/mini/trades/model.safetensors").read_bytes() == weights
     assert "2 reused" in report.read_text()
-    # a changed config: the old run directory is moved aside, not deleted
+    # a changed config: the old run directory is moved aside, not deleted; --only leaves report.md whole
+    full = report.read_text()
     cfg.write_text(MINI.replace("epochs: 2", "epochs: 1"))
-    run_study(cfg, out_root=tmp_path / "runs", quiet=True, only=["standard"])
+    partial = run_study(cfg, out_root=tmp_path / "runs", quiet=True, only=["standard"])
     assert (tmp_path / "runs/mini/standard.stale-1/model.safetensors").exists()
+    assert not (tmp_path / "runs/mini/standard.stale-1/.lock").exists() and (tmp_path / "runs/mini/standard/.lock").exists()
     assert json.loads((tmp_path / "runs/mini/standard/model.json").read_text())["epoch"] == 1
+    assert partial.name == "report_only.md" and "Partial report" in partial.read_text()
+    assert "| trades |" not in partial.read_text() and report.read_text() == full
+
+
+def test_the_report_phase_prints_a_line_per_section(tmp_path, capsys):
+    cfg = tmp_path / "mini.yaml"
+    cfg.write_text(MINI.replace("runs:", "sections: [robustness, training_curves]\nruns:"))
+    run_study(cfg, out_root=tmp_path / "runs", jobs=1)
+    err = capsys.readouterr().err
+    assert "report: section robustness (1/2)" in err and "report: section training_curves (2/2)" in err
 
 
 @pytest.mark.slow

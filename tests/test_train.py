@@ -152,3 +152,33 @@ def test_compiled_model_trains_and_its_checkpoint_loads_plainly(tmp_path, digits
     train_run(_small(epochs=1, compile=True), tmp_path, dataset=digits, quiet=True)
     model, _ = ckpt.load_model(tmp_path)  # the same keys as an uncompiled model
     assert model(digits.test.x[:4]).shape == (4, 10)
+
+
+def _test_accuracy(run_dir, digits) -> float:
+    model, _ = ckpt.load_model(run_dir)
+    with torch.no_grad():
+        return (model(digits.test.x).argmax(1) == digits.test.y).float().mean().item()
+
+
+def test_the_cli_defaults_train_a_real_digits_model_in_five_epochs(tmp_path, digits, capsys):
+    from robustlab import cli
+
+    assert cli.main(["train", "--dataset", "digits", "--epochs", "5", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert _test_accuracy(tmp_path / "run", digits) >= 0.90
+    assert "near chance" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_cli_defaults_train_a_real_pgd_at_digits_model(tmp_path, digits):
+    from robustlab import cli
+
+    argv = ["train", "--dataset", "digits", "--method", "pgd_at", "--threat", "linf:0.2", "--out", str(tmp_path / "run"), "--quiet"]
+    assert cli.main(argv) == 0
+    assert _test_accuracy(tmp_path / "run", digits) >= 0.90
+
+
+def test_a_model_left_near_chance_ends_with_a_warning(tmp_path, digits, capsys):
+    cfg = make_run_config({"dataset": "digits", "train": {"epochs": 1, "optimizer": {"lr": 1e-6}}})
+    train_run(cfg, tmp_path, dataset=digits, quiet=True)
+    err = capsys.readouterr().err
+    assert "near chance (10% for 10 classes)" in err and "clean validation accuracy" in err

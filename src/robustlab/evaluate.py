@@ -259,7 +259,7 @@ def evaluate(
         task = bar.add_task("evaluate", total=len(attacks) * n_batches, info="")
         for label, attack in attacks:
             arrays, seconds[label] = _run_attack(label, attack, model, target, batch_size, seed, state,
-                                                 lambda b: bar.update(task, advance=b, info=label), on_batch_done, world)
+                                                 lambda b: bar.update(task, advance=b, info=label), on_batch_done, world, quiet)
             for key, robust_correct in arrays.items():
                 robust = np.zeros(n, dtype=bool)
                 robust[correct_idx.numpy()] = robust_correct
@@ -294,7 +294,7 @@ def evaluate(
 
 def _run_attack(label, attack, model, target: Split, batch_size: int, seed: int, state: EvalState | None,
                 advance: Callable[[int], None], on_batch_done: Callable[[str, int], None] | None,
-                world: World) -> tuple[dict[str, np.ndarray], float]:
+                world: World, quiet: bool = True) -> tuple[dict[str, np.ndarray], float]:
     """Run `attack` over the batches of `target` (the clean-correct points), continuing from `state`.
 
     Returns per-sample robust arrays over `target` — the attack's under `label`, a cascade's stages under
@@ -306,7 +306,11 @@ def _run_attack(label, attack, model, target: Split, batch_size: int, seed: int,
     parts = {k: [v] for k, v in state.arrays.items() if k == label or k.startswith(label + ":")} if first else {label: []}
     elapsed = state.seconds.get(label, 0.0) if first else 0.0
     advance(first)
-    sizes = []
+    sizes: list[int] = []
+    if getattr(attack, "on_stage", False) is None and not console.is_terminal and not quiet:  # no bar: a line per stage
+        n_batches = -(-len(target) // batch_size)
+        attack.on_stage = lambda stage, robust, n, s: console.print(
+            f"  {label} batch {len(sizes)}/{n_batches}: after {stage} {robust}/{n} robust ({s:.0f} s)")
     for b, (x, y) in enumerate(batches(target, batch_size)):
         sizes.append(x.shape[0])
         if b < first or not world.mine(b):

@@ -9,11 +9,15 @@ the robust points only. Versions:
 - `plus`: APGD-CE and APGD-DLR with 5 restarts, FAB with 5 restarts, Square, APGD-T, FAB-T;
 - `custom`: the attack specs in `attacks`, in order (e.g. ["apgd-ce", "square"]).
 
-`run(...)` reports the cumulative robustness after each component in `AttackResult.stages`.
+`run(...)` reports the cumulative robustness after each component in `AttackResult.stages`; an
+`on_stage(label, robust, n, seconds)` callable, when set, hears of each component as it finishes (the
+evaluation prints a line per stage when its progress bar cannot draw).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -69,6 +73,7 @@ class AutoAttack(Attack):
                                  f"got version={version!r}, attacks={attacks!r}.")
         specs = list(attacks) if version == "custom" else version_specs(version, steps, n_target_classes, queries)
         self.version = version
+        self.on_stage: Callable[[str, int, int, float], None] | None = None
         self.components: list[tuple[str, Attack]] = []
         for spec in specs:
             label = spec if isinstance(spec, str) else str(spec.get("name"))
@@ -89,6 +94,7 @@ class AutoAttack(Attack):
         x_adv = x.clone()
         stages: dict[str, torch.Tensor] = {}
         for label, attack in self.components:
+            t0 = time.perf_counter()
             todo = torch.nonzero(robust).flatten()
             if todo.numel():
                 result = attack.run(model, x[todo], y[todo], generator=generator)
@@ -96,4 +102,6 @@ class AutoAttack(Attack):
                 x_adv[broken] = result.x_adv[result.success]
                 robust[broken] = False
             stages[label] = robust.clone()
+            if self.on_stage is not None:
+                self.on_stage(label, int(robust.sum()), x.shape[0], time.perf_counter() - t0)
         return x_adv, ~robust, stages
