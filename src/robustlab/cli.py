@@ -208,7 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.eval:
         from .evaluate import print_table
         from .study import evaluate_run
-        from .train import resolve_device
+        from .distributed import resolve_device
 
         res = evaluate_run(cfg, out, data_root=args.data_root, device=resolve_device(args.device or cfg.device), quiet=args.quiet)
         print_table({out.name: res})
@@ -297,7 +297,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import parse_eps, plot, sweep
     from .threat import ThreatModel
-    from .train import resolve_device
+    from .distributed import resolve_device
 
     suite = _suite_arg(args.suite)
     device = resolve_device(args.device or "auto")
@@ -352,7 +352,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from .checkpoint import load_model, resolve_checkpoint
     from .config import parse_override
     from .threat import ThreatModel
-    from .train import resolve_device
+    from .distributed import resolve_device
 
     names = [w.strip() for w in args.what.split(",") if w.strip()]
     for name in names:
@@ -445,7 +445,7 @@ def cmd_vq(args: argparse.Namespace) -> int:
     from . import data
     from .config import parse_override, validation_message
     from .report.dat import image_rows
-    from .train import resolve_device
+    from .distributed import resolve_device
     from .vq import VQTrainConfig, evaluate_vq, load_vq, save_vq, train_vq
 
     device = resolve_device(args.device or "auto")

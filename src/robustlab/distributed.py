@@ -21,6 +21,19 @@ from .errors import RobustlabError
 TIMEOUT = datetime.timedelta(minutes=float(os.environ.get("ROBUSTLAB_DIST_TIMEOUT_MIN", "30")))
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`; a CUDA device on a machine without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise RobustlabError(f"device={name!r}; allowed: auto, cpu, cuda, cuda:N.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RobustlabError(f"device={name!r} but CUDA is not available on this machine; use device=cpu or auto.")
+    return dev
+
+
 @dataclass
 class World:
     rank: int = 0
@@ -40,8 +53,6 @@ class World:
         """Join the process group torchrun set up (if any); returns (world, this rank's device)."""
         size = int(os.environ.get("WORLD_SIZE", "1"))
         if size <= 1:
-            from .train import resolve_device
-
             return cls(), resolve_device(device)
         rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
         use_cuda = device != "cpu" and torch.cuda.is_available()

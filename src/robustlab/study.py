@@ -25,7 +25,8 @@ from .evaluate import EvalResult, evaluate, flag_lines, resolve_suite
 from .processes import die_with_parent, launch_kwargs
 from .report import SECTIONS, RunRecord, StudyContext
 from .rundir import LOCK_FILE, locked, write_text_atomic
-from .train import build_run, resolve_device, train_run
+from .distributed import resolve_device
+from .train import build_run, train_run
 from .ui import console
 
 DEFAULT_CONFIG = Path("configs/digits.yaml")

@@ -24,7 +24,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from .attacks import build as build_attack
 from .config import RunConfig, TrainConfig, dump_yaml
-from .distributed import World, ddp_wrap
+from .distributed import World, ddp_wrap, resolve_device
 from .data import AugmentSpec, ImageDataset, batches, num_batches
 from .data.registry import default_batch_size
 from .errors import RobustlabError, TrainingDiverged
@@ -130,18 +130,6 @@ class TrainResult:
     best_epoch: int
     best_metrics: dict[str, Any]
     history: list[dict[str, Any]]
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise RobustlabError(f"device={name!r}; allowed: auto, cpu, cuda, cuda:N.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RobustlabError(f"device={name!r} but CUDA is not available on this machine; use device=cpu or auto.")
-    return dev
 
 
 class Trainer:

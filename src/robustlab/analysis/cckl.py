@@ -42,7 +42,7 @@ from torch import nn
 
 from ..attacks.fisher import logit_jacobian
 from . import ANALYSES, AnalysisContext
-from ._figures import pyplot, save_figure
+from .figures import pyplot, save_figure
 
 LOG2 = math.log(2.0)
 

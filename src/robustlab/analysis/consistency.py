@@ -35,7 +35,7 @@ from ..methods.alp import logit_pairing
 from ..rundir import atomic_path, write_text_atomic
 from ..train import CALLBACKS, Callback
 from . import ANALYSES, AnalysisContext
-from ._figures import pyplot, save_figure
+from .figures import pyplot, save_figure
 
 SETS = ("consistent", "inconsistent", "clean_wrong")
 

@@ -22,7 +22,7 @@ from ..data import Split, batches
 from ..methods.guided_dropout import feature_gradient
 from ..threat import ThreatModel
 from . import ANALYSES, AnalysisContext
-from ._figures import pyplot, save_figure
+from .figures import pyplot, save_figure
 
 
 def feature_contribution(model: nn.Module, split: Split, *, batch_size: int = 500) -> torch.Tensor:

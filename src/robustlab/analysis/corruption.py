@@ -53,11 +53,11 @@ def accuracy_heatmap(result: dict[str, Any], path: Path) -> None:
     """Accuracy (%) per corruption (rows) and severity (columns), annotated."""
     import numpy as np
 
-    from ..report import plots
+    from .figures import pyplot, save_figure
 
     names = list(result["acc"])
     values = 100 * np.array([result["acc"][c] for c in names])
-    fig, ax = plots.plt.subplots(figsize=(1.0 * values.shape[1] + 2.4, 0.32 * len(names) + 1.0))
+    fig, ax = pyplot().subplots(figsize=(1.0 * values.shape[1] + 2.4, 0.32 * len(names) + 1.0))
     ax.imshow(values, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
     for (i, j), v in np.ndenumerate(values):
         ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7)
@@ -65,7 +65,7 @@ def accuracy_heatmap(result: dict[str, Any], path: Path) -> None:
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set_xlabel("severity")
     ax.set_title(f"accuracy (%) under corruption; clean {100 * result['clean_acc']:.1f}", fontsize=9)
-    plots.save(fig, path)
+    save_figure(fig, path)
 
 
 def load_baseline(run_dir: str, like: dict[str, Any]) -> dict[str, Any]:

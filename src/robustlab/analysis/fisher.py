@@ -24,7 +24,7 @@ from torch import nn
 
 from ..attacks.fisher import InputFisher, fisher_step, input_fisher
 from . import ANALYSES, AnalysisContext
-from ._figures import pyplot, save_figure
+from .figures import pyplot, save_figure
 
 
 def fisher_norms(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> dict[str, torch.Tensor]:

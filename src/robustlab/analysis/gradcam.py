@@ -22,7 +22,7 @@ from ..data import Split
 from ..errors import RobustlabError
 from ..threat import ThreatModel
 from . import ANALYSES, AnalysisContext
-from ._figures import pyplot, save_figure
+from .figures import pyplot, save_figure
 from .contribution import adversarial_split
 
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..attacks.base import model_untouched
 from . import ANALYSES, AnalysisContext
-from ._figures import pyplot, save_figure
+from .figures import pyplot, save_figure
 
 
 def input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

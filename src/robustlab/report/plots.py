@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..analysis._figures import save_figure as save  # noqa: E402  (one figure writer for analyses and reports)
+from ..analysis.figures import save_figure as save  # noqa: E402  (one figure writer for analyses and reports)
 
 COLORS = plt.get_cmap("tab10").colors
 
