@@ -399,7 +399,7 @@ def _registries():
     """(title, registry, options that code passes rather than a config) for every kind of registered name."""
     from . import attacks, data, methods, models
     from .analysis import ANALYSES
-    from .corruptions.base import CORRUPTIONS
+    from .corruptions.registry import CORRUPTIONS
     from .evaluate import SUITES
     from .report import SECTIONS
     from .train import CALLBACKS

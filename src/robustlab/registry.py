@@ -59,11 +59,26 @@ def validate_kwargs(where: str, fn: Callable[..., Any], kwargs: dict[str, Any], 
 
 
 class Registry(Generic[T]):
-    """A named collection of factories."""
+    """A named collection of factories.
 
-    def __init__(self, kind: str):
+    Entries register with `@REGISTRY.register(name)` in the modules of the registry's own package (its
+    `__init__` imports them all), or, for an extension point that a higher layer fills (training
+    callbacks written by the analyses), in the packages named in `plugins`: those are imported the first
+    time the registry is asked for a name, so the lower layer never imports the higher one.
+    """
+
+    def __init__(self, kind: str, plugins: tuple[str, ...] = ()):
         self.kind = kind
         self._factories: dict[str, Callable[..., T]] = {}
+        self._plugins = plugins
+
+    def _load_plugins(self) -> None:
+        if self._plugins:
+            import importlib
+
+            plugins, self._plugins = self._plugins, ()
+            for package in plugins:
+                importlib.import_module(package)
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
@@ -75,12 +90,15 @@ class Registry(Generic[T]):
         return deco
 
     def names(self) -> list[str]:
+        self._load_plugins()
         return sorted(self._factories)
 
     def __contains__(self, name: str) -> bool:
+        self._load_plugins()
         return name in self._factories
 
     def get(self, name: str) -> Callable[..., T]:
+        self._load_plugins()
         if not isinstance(name, str) or name not in self._factories:
             raise unknown_name(self.kind, name, self._factories)
         return self._factories[name]

@@ -78,7 +78,8 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, *, data_root: str | None, device
     """Evaluate a run's selected model with its eval config: the main suite (eval.json, returned), each
     extra suite (eval_<name>.json) and the sanity flags (stored with the main result). Parts whose
     settings match eval_settings.json are reused; an interrupted part resumes from its state file."""
-    from . import data, sanity
+    from . import data
+    from .evaluate import sanity
 
     model_id = cfg.fingerprint() + str(ckpt.load_meta(run_dir).get("epoch"))
     entries = eval_entries(cfg)

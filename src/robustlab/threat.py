@@ -79,7 +79,7 @@ class ThreatModel:
             return delta.clamp(-self.eps, self.eps)
         n = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
         factor = (self.eps / n).clamp(max=1.0)
-        return delta * factor.view(-1, *([1] * (delta.dim() - 1)))
+        return delta * per_sample(factor, delta)
 
     def contains(self, delta: torch.Tensor, atol: float = 1e-6) -> torch.Tensor:
         """Per-sample bool: is the perturbation inside the ball (up to atol)?"""
@@ -89,3 +89,8 @@ class ThreatModel:
         """The same norm with eps multiplied by `factor` (linf capped at 1)."""
         eps = self.eps * factor
         return ThreatModel(self.norm, min(eps, 1.0) if self.norm == "linf" else eps)
+
+
+def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-sample vector (N,) shaped to broadcast over a batch `like` (N×...): one value per image."""
+    return v.view(-1, *([1] * (like.dim() - 1)))

@@ -7,38 +7,8 @@ RUN/analysis/NAME.json and any figures into RUN/figures/.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import torch
-
-from ..data import ImageDataset
-from ..registry import Registry, import_submodules
-from ..threat import ThreatModel
-
-
-@dataclass
-class AnalysisContext:
-    """A trained model with its data, threat model and the place to write results."""
-
-    model: torch.nn.Module
-    dataset: ImageDataset
-    threat: ThreatModel
-    run_dir: Path
-    meta: dict[str, Any]
-    device: torch.device
-    seed: int = 0
-    quiet: bool = False
-
-    def figure_path(self, name: str) -> Path:
-        d = self.run_dir / "figures"
-        d.mkdir(parents=True, exist_ok=True)
-        return d / name
-
-
-ANALYSES: Registry[Callable[..., dict[str, Any]]] = Registry("analysis")
+from ..registry import import_submodules
+from .registry import ANALYSES, AnalysisContext
 
 import_submodules(__name__, __path__)  # every analysis module registers itself
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import ANALYSES, AnalysisContext
+from .registry import ANALYSES, AnalysisContext
 
 
 def pca_scores(x: np.ndarray, dim: int | None) -> np.ndarray:

@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks.fisher import logit_jacobian
-from . import ANALYSES, AnalysisContext
+from ..models import eval_mode
+from .registry import ANALYSES, AnalysisContext
 from .figures import pyplot, save_figure
 
 LOG2 = math.log(2.0)
@@ -49,12 +50,8 @@ LOG2 = math.log(2.0)
 
 def predict_log_probs(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """log softmax of the model's logits in float64, N×K (model in eval mode, no gradients)."""
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        out = torch.cat([F.log_softmax(model(xb).double(), 1) for xb in x.split(batch_size)])
-    model.train(was)
-    return out
+    with eval_mode(model), torch.no_grad():
+        return torch.cat([F.log_softmax(model(xb).double(), 1) for xb in x.split(batch_size)])
 
 
 def _cross_pair_mean(pair_fn: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, rows: torch.Tensor, block: int) -> float:

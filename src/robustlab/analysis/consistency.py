@@ -32,9 +32,10 @@ from ..data import Split, batches
 from ..data.npz import read_numpy
 from ..methods.aalp import ground_truth_probability
 from ..methods.alp import logit_pairing
+from ..models import eval_mode
 from ..rundir import atomic_path, write_text_atomic
 from ..train import CALLBACKS, Callback
-from . import ANALYSES, AnalysisContext
+from .registry import ANALYSES, AnalysisContext
 from .figures import pyplot, save_figure
 
 SETS = ("consistent", "inconsistent", "clean_wrong")
@@ -46,22 +47,20 @@ def paired_outputs(model: nn.Module, split: Split, attack: Callable[..., torch.T
 
     `attack(model, x, y, generator=...)` makes the adversarial examples; the model is evaluated in eval mode.
     """
-    was = model.training
-    model.eval()
     gen = torch.Generator(device=split.x.device).manual_seed(seed)
     parts: dict[str, list[torch.Tensor]] = {}
-    for x, y in batches(split, batch_size):
-        x_adv = attack(model, x, y, generator=gen)
-        with torch.no_grad():
-            lc, la = model(torch.cat([x, x_adv])).chunk(2)
-        out = {
-            "clean_conf": ground_truth_probability(lc, y), "adv_conf": ground_truth_probability(la, y),
-            "ce_clean": F.cross_entropy(lc, y, reduction="none"), "ce_adv": F.cross_entropy(la, y, reduction="none"),
-            "alp": logit_pairing(lc, la), "clean_correct": lc.argmax(1) == y, "adv_correct": la.argmax(1) == y,
-        }
-        for k, v in out.items():
-            parts.setdefault(k, []).append(v.cpu())
-    model.train(was)
+    with eval_mode(model):
+        for x, y in batches(split, batch_size):
+            x_adv = attack(model, x, y, generator=gen)
+            with torch.no_grad():
+                lc, la = model(torch.cat([x, x_adv])).chunk(2)
+            out = {
+                "clean_conf": ground_truth_probability(lc, y), "adv_conf": ground_truth_probability(la, y),
+                "ce_clean": F.cross_entropy(lc, y, reduction="none"), "ce_adv": F.cross_entropy(la, y, reduction="none"),
+                "alp": logit_pairing(lc, la), "clean_correct": lc.argmax(1) == y, "adv_correct": la.argmax(1) == y,
+            }
+            for k, v in out.items():
+                parts.setdefault(k, []).append(v.cpu())
     return {k: torch.cat(v).numpy() for k, v in parts.items()}
 
 

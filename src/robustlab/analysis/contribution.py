@@ -20,21 +20,19 @@ from torch import nn
 from ..attacks import build as build_attack
 from ..data import Split, batches
 from ..methods.guided_dropout import feature_gradient
+from ..models import eval_mode
 from ..threat import ThreatModel
-from . import ANALYSES, AnalysisContext
+from .registry import ANALYSES, AnalysisContext
 from .figures import pyplot, save_figure
 
 
 def feature_contribution(model: nn.Module, split: Split, *, batch_size: int = 500) -> torch.Tensor:
     """C (Eq. 5), shape (D,): the mean over the split of |∂CE_i/∂A_i| per feature unit (model in eval mode)."""
-    was = model.training
-    model.eval()
     total = None
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for x, y in batches(split, batch_size):
             g = feature_gradient(model, model.forward_features(x), y).abs().sum(0)
             total = g if total is None else total + g
-    model.train(was)
     assert total is not None, "empty split"
     return total / len(split)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import RobustlabError
-from . import ANALYSES, AnalysisContext
+from .registry import ANALYSES, AnalysisContext
 
 
 @ANALYSES.register("corruption")

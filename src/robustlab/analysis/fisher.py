@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks.fisher import InputFisher, fisher_step, input_fisher
-from . import ANALYSES, AnalysisContext
+from .registry import ANALYSES, AnalysisContext
 from .figures import pyplot, save_figure
 
 

@@ -20,8 +20,9 @@ from torch import nn
 
 from ..data import Split
 from ..errors import RobustlabError
+from ..models import eval_mode
 from ..threat import ThreatModel
-from . import ANALYSES, AnalysisContext
+from .registry import ANALYSES, AnalysisContext
 from .figures import pyplot, save_figure
 from .contribution import adversarial_split
 
@@ -58,13 +59,11 @@ def active_area(cams: torch.Tensor) -> float:
 def adversarial_cams(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, attack: str | dict, *,
                      seed: int = 0, target: Literal["label", "pred"] = "label") -> dict[str, torch.Tensor]:
     """Adversarial examples of x under `attack`, their predictions and Grad-CAM maps (model in eval mode)."""
-    was = model.training
-    model.eval()
-    x_adv = adversarial_split(model, Split(x, y), attack, threat, seed=seed).x
-    with torch.no_grad():
-        pred = model(x_adv).argmax(1)
-    cams = grad_cam(model, x_adv, y if target == "label" else pred)
-    model.train(was)
+    with eval_mode(model):
+        x_adv = adversarial_split(model, Split(x, y), attack, threat, seed=seed).x
+        with torch.no_grad():
+            pred = model(x_adv).argmax(1)
+        cams = grad_cam(model, x_adv, y if target == "label" else pred)
     return {"x_adv": x_adv, "pred": pred, "cam": cams}
 
 

@@ -30,13 +30,14 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..seeds import critic as critic_stream
 from ..attacks.base import model_untouched
 from ..errors import RobustlabError
 from ..infomax import MIEstimator, make_critic, minimise_mi
 from ..registry import check_range
 from ..threat import ThreatModel
 from ..ui import progress_bar
-from . import ANALYSES, AnalysisContext
+from .registry import ANALYSES, AnalysisContext
 
 BOUND_ASSUMPTIONS = ("labels uniform over K classes; Y -> X -> g(X) (data processing); constants of the theorem recalled "
                      "from memory [MEM], not checked against the paper's PDF; Î_ε is an estimate, so the figure is not a guarantee")
@@ -163,12 +164,12 @@ def measure_vulnerability(
         for s in range(seeds):
             for case, out in (("normal", normal), ("worst", worst)):
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(seed * 1000 + s)
+                    torch.manual_seed(critic_stream(seed, s))
                     estimator = MIEstimator(make_critic(critic, tuple(test_x.shape[1:]), z_dim, mean, std, **(critic_options or {})),
                                             bound, dv_variant).to(test_x.device)  # type: ignore[arg-type]
                 result = fit_and_estimate(encode, train_x, test_x, estimator, threat=threat if case == "worst" else None,
                                           attack_steps=attack_steps, attack_step=attack_step, epochs=epochs,
-                                          batch_size=batch_size, lr=lr, seed=seed * 1000 + s,
+                                          batch_size=batch_size, lr=lr, seed=critic_stream(seed, s),
                                           on_epoch=lambda: bar.update(task, advance=1, info=f"{layer} seed {s} {case}"))
                 out.append(result["mi"])
     rv = [a - b for a, b in zip(normal, worst)]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..attacks.base import model_untouched
-from . import ANALYSES, AnalysisContext
+from .registry import ANALYSES, AnalysisContext
 from .figures import pyplot, save_figure
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..methods.scarl import class_means
-from . import ANALYSES, AnalysisContext
+from .registry import ANALYSES, AnalysisContext
 from .cca import features, run_vectors
 
 

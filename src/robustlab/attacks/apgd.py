@@ -28,10 +28,11 @@ import torch
 
 from ..errors import RobustlabError
 from ..registry import check_range
-from ..threat import ThreatModel
-from . import ATTACKS, losses
+from ..threat import ThreatModel, per_sample
+from . import losses
+from .registry import ATTACKS
 from .base import Attack, AttackMode, check_logits, check_targets, top_other_classes
-from .pgd import _expand, ascent_step, random_start
+from .pgd import ascent_step, random_start
 
 ApgdLoss = Literal["ce", "dlr"]
 
@@ -155,8 +156,8 @@ class APGD(Attack):
             s["ups"] = s["ups"] + (f_new > s["f"]).float()
             s["prev"], s["cur"], s["f"], s["grad"] = s["cur"], x_new, f_new, grad
             better = f_new > s["f_best"]
-            s["best"] = torch.where(_expand(better, x_new), x_new, s["best"])
-            s["grad_best"] = torch.where(_expand(better, grad), grad, s["grad_best"])
+            s["best"] = torch.where(per_sample(better, x_new), x_new, s["best"])
+            s["grad_best"] = torch.where(per_sample(better, grad), grad, s["grad_best"])
             s["f_best"] = torch.where(better, f_new, s["f_best"])
             # before a checkpoint may move "cur" back to the best point: the iterate recorded is the one judged
             s = self._retire(s, logits, found, x_out)
@@ -165,8 +166,8 @@ class APGD(Attack):
                 cond2 = ~s["halved_last"] & (s["f_best"] <= s["f_best_last"])
                 halve = cond1 | cond2
                 s["eta"] = torch.where(halve, s["eta"] / 2, s["eta"])
-                s["cur"] = torch.where(_expand(halve, s["cur"]), s["best"], s["cur"])
-                s["grad"] = torch.where(_expand(halve, s["grad"]), s["grad_best"], s["grad"])
+                s["cur"] = torch.where(per_sample(halve, s["cur"]), s["best"], s["cur"])
+                s["grad"] = torch.where(per_sample(halve, s["grad"]), s["grad_best"], s["grad"])
                 s["f"] = torch.where(halve, s["f_best"], s["f"])
                 s["halved_last"], s["f_best_last"], s["ups"] = halve, s["f_best"], torch.zeros_like(s["ups"])
                 last_checkpoint = k

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import RobustlabError
 from ..threat import ThreatModel
-from . import ATTACKS
+from .registry import ATTACKS
 from .base import Attack, AttackMode, check_logits
 
 Version = Literal["standard", "plus", "custom"]
@@ -62,7 +62,7 @@ class AutoAttack(Attack):
         mode: AttackMode = "eval",
         num_classes: int | None = None,
     ):
-        from . import build, parse_spec
+        from .registry import build, parse_spec
 
         super().__init__(threat, seed=seed, mode=mode, num_classes=num_classes)
         self.check_threat()

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from ..data.base import check_images
 from ..errors import RobustlabError
 from ..registry import check_range
-from ..threat import ThreatModel
+from ..threat import ThreatModel, per_sample
 from .base import Attack, AttackMode, check_logits
-from .pgd import _expand, ascent_step
+from .pgd import ascent_step
 
 Discretiser = Callable[[torch.Tensor], torch.Tensor]
 PerturbBase = Literal["Qx", "x"]
@@ -43,7 +43,7 @@ def straight_through(q: Discretiser, x: torch.Tensor) -> torch.Tensor:
 def sphere_start(base: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
     """base + eps·r/‖r‖₂ with Gaussian r (a point on the ℓ2 sphere, per sample), clipped to [0, 1]."""
     r = torch.randn(base.shape, generator=generator, device=base.device, dtype=base.dtype)
-    r = r / _expand(r.flatten(1).norm(dim=1).clamp_min(1e-12), r)
+    r = r / per_sample(r.flatten(1).norm(dim=1).clamp_min(1e-12), r)
     return (base + eps * r).clamp(0.0, 1.0)
 
 

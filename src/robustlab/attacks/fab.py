@@ -25,10 +25,10 @@ from __future__ import annotations
 import torch
 
 from ..registry import check_range
-from ..threat import ThreatModel
-from . import ATTACKS
+from ..threat import ThreatModel, per_sample
+from .registry import ATTACKS
 from .base import Attack, AttackMode, check_logits, check_targets, top_other_classes
-from .pgd import _expand, ball_noise
+from .pgd import ball_noise
 
 
 def project_hyperplane_box(p: torch.Tensor, w: torch.Tensor, c: torch.Tensor, norm: str) -> torch.Tensor:
@@ -118,7 +118,7 @@ class FAB(Attack):
                 b, bn = self._single_run(model, x[todo], y[todo], target, best[todo], best_norm[todo], restart, generator)
                 best[todo], best_norm[todo] = b, bn
         success = best_norm <= self.threat.eps
-        return torch.where(_expand(success, x), best, x), success
+        return torch.where(per_sample(success, x), best, x), success
 
     def _boundary(self, model, x_i, y, target):
         """(f (M,), ∇f (M, ...)) for f = f_s − f_c at x_i, s = target or the closest linearised boundary."""
@@ -162,7 +162,7 @@ class FAB(Attack):
                                            self.threat.norm).view(2, *x_i.shape)
             n_cur, n_orig = self.threat.norms(delta[0]), self.threat.norms(delta[1])
             alpha = (n_cur / (n_cur + n_orig).clamp_min(1e-12)).clamp(max=self.alpha_max)
-            a = _expand(alpha, x_i)
+            a = per_sample(alpha, x_i)
             x_new = ((1 - a) * (x_i + self.eta * delta[0]) + a * (xo + self.eta * delta[1])).clamp(0.0, 1.0)
             with torch.no_grad():
                 adv = model(x_new).argmax(1) != yo
@@ -170,7 +170,7 @@ class FAB(Attack):
             closer = adv & (dist < best_norm[idx])
             best[idx[closer]] = x_new[closer]
             best_norm[idx[closer]] = dist[closer]
-            x_i = torch.where(_expand(adv, x_new), (1 - self.beta) * xo + self.beta * x_new, x_new)
+            x_i = torch.where(per_sample(adv, x_new), (1 - self.beta) * xo + self.beta * x_new, x_new)
         return best, best_norm
 
 

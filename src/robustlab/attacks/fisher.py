@@ -28,7 +28,8 @@ from torch import nn
 
 from ..errors import RobustlabError
 from ..threat import ThreatModel
-from . import ATTACKS, losses
+from . import losses
+from .registry import ATTACKS
 from .base import Attack, AttackMode, attacked_model, check_logits, model_untouched
 
 

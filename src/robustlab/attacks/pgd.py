@@ -9,36 +9,33 @@ steps or restarts with the same seed never make the attack weaker.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import RobustlabError
 from ..registry import check_range
-from ..threat import ThreatModel
+from ..threat import ThreatModel, per_sample
 from . import losses
 from .base import Attack, AttackMode, check_logits
+from .registry import ATTACKS
 
 Loss = Literal["ce", "cw", "kl"]
 Start = Literal["uniform", "normal", "none"]
 
 
-def _expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
-
 def ball_noise(x: torch.Tensor, norm: str, radius: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Noise uniform in the `norm` ball of `radius` (a number or per-sample (N,)), shaped like x."""
-    scale = _expand(radius, x) if torch.is_tensor(radius) else radius
+    scale = per_sample(radius, x) if torch.is_tensor(radius) else radius
     if norm == "linf":
         return (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * scale
     # uniform in the l2 ball: Gaussian direction, radius·U^(1/d)
     d = x[0].numel()
     direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    direction = direction / _expand(direction.flatten(1).norm(dim=1).clamp_min(1e-12), x)
+    direction = direction / per_sample(direction.flatten(1).norm(dim=1).clamp_min(1e-12), x)
     u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d)
-    return direction * _expand(u, x) * scale
+    return direction * per_sample(u, x) * scale
 
 
 def random_start(x: torch.Tensor, threat: ThreatModel, kind: str, sigma: float, generator: torch.Generator) -> torch.Tensor:
@@ -58,15 +55,16 @@ def ascent_step(x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, threat
     `step` is a number or a per-sample tensor (N,).
     """
     if torch.is_tensor(step):
-        step = _expand(step, x_adv)
+        step = per_sample(step, x_adv)
     if threat.norm == "linf":
         x_adv = x_adv + step * grad.sign()
     else:
         g_norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-        x_adv = x_adv + step * grad / _expand(g_norm, grad)
+        x_adv = x_adv + step * grad / per_sample(g_norm, grad)
     return (x + threat.project(x_adv - x)).clamp(0.0, 1.0)
 
 
+@ATTACKS.register("pgd")
 class PGD(Attack):
     """PGD-`steps` with step size `step` (default eps/4), `restarts` random restarts."""
 
@@ -137,7 +135,7 @@ class PGD(Attack):
             if success_first:
                 better = (succ & ~best_succ) | ((succ == best_succ) & better)
             # in place and without boolean indexing (no host sync, no gather/scatter): this runs every step
-            best_x.copy_(torch.where(better.view(-1, *([1] * (cand.dim() - 1))), cand, best_x))
+            best_x.copy_(torch.where(per_sample(better, cand), cand, best_x))
             best_loss.copy_(torch.where(better, value, best_loss))
             best_succ.copy_(torch.where(better, succ, best_succ))
 
@@ -168,6 +166,7 @@ def _target_margin(logits: torch.Tensor, target: torch.Tensor, kappa: float) -> 
     return (-losses.cw_margin(logits, target, float("inf"))).clamp(max=kappa)
 
 
+@ATTACKS.register("fgsm")
 class FGSM(PGD):
     """Fast gradient sign method (Goodfellow et al. 2015): one step of size eps from x; l2: FGM."""
 
@@ -180,3 +179,13 @@ class FGSM(PGD):
 
     def __repr__(self) -> str:
         return f"FGSM({self.threat}, loss={self.loss})"
+
+
+@ATTACKS.register("cw")
+def cw(threat: ThreatModel, steps: int = 10, step: float | None = None, random_start: Literal["uniform", "normal", "none"] = "uniform",
+       restarts: int = 1, targeted: bool = False, keep_best: bool = True, kappa: float = 50.0, **kw: Any) -> PGD:
+    """PGD with the CW margin loss (the papers' `CW-k`)."""
+    attack = PGD(threat, steps=steps, step=step, loss="cw", random_start=random_start, restarts=restarts, targeted=targeted,
+                 keep_best=keep_best, kappa=kappa, **kw)
+    attack.name = "cw"
+    return attack

@@ -23,10 +23,10 @@ from __future__ import annotations
 import torch
 
 from ..registry import check_range
-from ..threat import ThreatModel
-from . import ATTACKS, losses
+from ..threat import ThreatModel, per_sample
+from . import losses
+from .registry import ATTACKS
 from .base import Attack, AttackMode, check_logits
-from .pgd import _expand
 
 HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -137,7 +137,7 @@ class Square(Attack):
             x_new = self._step_linf(xo, x_best, p, generator) if self.threat.norm == "linf" else self._step_l2(xo, x_best, p, generator)
             m_new = margin(model(x_new), y[idx])
             better = m_new < m_best
-            x_best = torch.where(_expand(better, x_new), x_new, x_best)
+            x_best = torch.where(per_sample(better, x_new), x_new, x_best)
             m_best = torch.where(better, m_new, m_best)
         x_adv[idx] = x_best
         success = torch.ones(n, dtype=torch.bool, device=x.device)
@@ -157,7 +157,7 @@ class Square(Attack):
         grid = (signs[:, :, :, None, :, None] * tile[None, None, None, :, None, :]).reshape(n, c, tiles_h * s, tiles_w * s)
         delta = torch.zeros_like(x)
         delta[:, :, off_h:off_h + tiles_h * s, off_w:off_w + tiles_w * s] = grid
-        return (x + eps * delta / _expand(delta.flatten(1).norm(dim=1).clamp_min(1e-12), x)).clamp(0.0, 1.0)
+        return (x + eps * delta / per_sample(delta.flatten(1).norm(dim=1).clamp_min(1e-12), x)).clamp(0.0, 1.0)
 
     def _step_linf(self, x: torch.Tensor, x_best: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -166,7 +166,7 @@ class Square(Attack):
         signs = _signs((n, c, 1, 1), generator, x.device)
         window = (x + self.threat.eps * signs).clamp(0.0, 1.0)
         unchanged = ((window - x_best).abs() * mask).flatten(1).amax(1) < 1e-7
-        signs = torch.where(_expand(unchanged, signs), -signs, signs)  # a query that changes nothing is wasted
+        signs = torch.where(per_sample(unchanged, signs), -signs, signs)  # a query that changes nothing is wasted
         window = (x + self.threat.eps * signs).clamp(0.0, 1.0)
         return torch.where(mask, window, x_best)
 
@@ -190,5 +190,5 @@ class Square(Attack):
         new = new / _sq_norm(new, (2, 3)).sqrt().clamp_min(1e-12) * target
         delta = torch.where(w2, torch.zeros_like(delta), delta)
         delta = torch.where(w1, new, delta)
-        delta = eps * delta / _expand(delta.flatten(1).norm(dim=1).clamp_min(1e-12), delta)
+        delta = eps * delta / per_sample(delta.flatten(1).norm(dim=1).clamp_min(1e-12), delta)
         return (x + delta).clamp(0.0, 1.0)

@@ -12,17 +12,18 @@ Frost needs the frost photographs under <data root>/frost/; without them it is s
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from .. import seeds
 from ..data import Split, batches, check_images, data_root
 from ..errors import RobustlabError
+from ..models import eval_mode
 from ..registry import import_submodules
 from ..ui import progress_bar
-from .base import CORRUPTIONS, SEVERITIES, Corruption
+from .registry import CORRUPTIONS, SEVERITIES, Corruption
 
 import_submodules(__name__, __path__)  # every family module registers its corruptions
 
@@ -53,10 +54,6 @@ def corrupt(x: torch.Tensor, name: str, severity: int, *, seed: int = 0, generat
         return spec.fn(x, c, s, generator, data_root(root)).clamp(0.0, 1.0)
 
 
-def _seed(seed: int, name: str, severity: int) -> int:
-    return seed * 1_000_003 + zlib.crc32(name.encode()) * 10 + severity
-
-
 @torch.no_grad()
 def corruption_accuracy(
     model: torch.nn.Module,
@@ -84,8 +81,6 @@ def corruption_accuracy(
     from . import readers
 
     device = next(model.parameters()).device
-    was = model.training
-    model.eval()
     wanted = list(corruptions) if corruptions is not None else names()
     for name in wanted:
         CORRUPTIONS.get(name)
@@ -101,35 +96,35 @@ def corruption_accuracy(
             hits_per_image.add_(hits.float())
         return float(hits.float().mean()) if len(hits) else float("nan")
 
-    out: dict[str, Any] = {"clean_acc": accuracy(split), "acc": {}, "severities": list(severities), "skipped": {}, "n": len(split),
-                           "source": source}
-    hits_per_image.zero_()
-    with progress_bar(disable=quiet) as bar:
-        task = bar.add_task("corruptions", total=len(wanted) * len(severities), info="")
-        for name in wanted:
-            accs = []
-            try:
-                for s in severities:
-                    if source == "generate":
-                        g = torch.Generator(device=device).manual_seed(_seed(seed, name, s))
-                        xs = torch.cat([corrupt(x, name, s, generator=g, root=root) for x, _ in batches(split, batch_size, device=device)])
-                        data = Split(xs, split.y)
-                    elif source == "cifar_c":
-                        data = readers.read_cifar_c(path, name, s, n=len(split))
-                    else:
-                        data = readers.read_imagenet_c(path, name, s, class_names or [], int(split.x.shape[-1]),
-                                                       grayscale=split.x.shape[1] == 1)
-                    accs.append(accuracy(data))
-                    conditions += 1
-                    bar.update(task, advance=1, info=f"{name} {s}")
-            except RobustlabError as err:
-                if not CORRUPTIONS.get(name).needs_files and source == "generate":
-                    raise
-                out["skipped"][name] = str(err)
-                bar.update(task, advance=len(severities) - len(accs))
-                continue
-            out["acc"][name] = accs
-    model.train(was)
+    with eval_mode(model):
+        out: dict[str, Any] = {"clean_acc": accuracy(split), "acc": {}, "severities": list(severities), "skipped": {}, "n": len(split),
+                               "source": source}
+        hits_per_image.zero_()
+        with progress_bar(disable=quiet) as bar:
+            task = bar.add_task("corruptions", total=len(wanted) * len(severities), info="")
+            for name in wanted:
+                accs = []
+                try:
+                    for s in severities:
+                        if source == "generate":
+                            g = torch.Generator(device=device).manual_seed(seeds.corruption(seed, name, s))
+                            xs = torch.cat([corrupt(x, name, s, generator=g, root=root) for x, _ in batches(split, batch_size, device=device)])
+                            data = Split(xs, split.y)
+                        elif source == "cifar_c":
+                            data = readers.read_cifar_c(path, name, s, n=len(split))
+                        else:
+                            data = readers.read_imagenet_c(path, name, s, class_names or [], int(split.x.shape[-1]),
+                                                           grayscale=split.x.shape[1] == 1)
+                        accs.append(accuracy(data))
+                        conditions += 1
+                        bar.update(task, advance=1, info=f"{name} {s}")
+                except RobustlabError as err:
+                    if not CORRUPTIONS.get(name).needs_files and source == "generate":
+                        raise
+                    out["skipped"][name] = str(err)
+                    bar.update(task, advance=len(severities) - len(accs))
+                    continue
+                out["acc"][name] = accs
     done = [a for accs in out["acc"].values() for a in accs]
     out["mean_acc"] = sum(done) / len(done) if done else float("nan")
     # per test image: the share of evaluated (corruption, severity) pairs it is classified correctly under

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from . import ops
-from .base import corruption
+from .registry import corruption
 
 
 def disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:

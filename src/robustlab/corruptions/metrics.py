@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from ..errors import RobustlabError
-from .base import SEVERITIES
+from .registry import SEVERITIES
 
 # AlexNet's ImageNet-C error per corruption, averaged over the 5 severities (Hendrycks & Dietterich 2019;
 # the values their evaluation code and later papers normalise by).

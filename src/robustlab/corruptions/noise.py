@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import corruption
+from .registry import corruption
 
 
 @corruption("gaussian_noise", "noise", cifar=[0.04, 0.06, 0.08, 0.09, 0.10], imagenet=[0.08, 0.12, 0.18, 0.26, 0.38])

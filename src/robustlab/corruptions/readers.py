@@ -15,7 +15,7 @@ import torch
 
 from ..data import Split
 from ..data.base import to_float_images
-from ..data.imagefolder import _read_split
+from ..data.imagefolder import read_class_folders
 from ..data.npz import read_numpy
 from ..errors import RobustlabError
 
@@ -42,5 +42,5 @@ def read_imagenet_c(folder: str | Path, corruption: str, severity: int, class_na
     split_dir = Path(folder).expanduser() / corruption / str(severity)
     if not split_dir.is_dir():
         raise RobustlabError(f"ImageNet-C: {split_dir} does not exist (expected <dir>/<corruption>/<severity>/<class>/<image>).")
-    x, y = _read_split(split_dir, class_names, image_size, grayscale, max_per_class, require_each=False)
+    x, y = read_class_folders(split_dir, class_names, image_size, grayscale, max_per_class, require_each=False)
     return Split(x, y)

@@ -10,7 +10,7 @@ import torch
 
 from ..errors import RobustlabError
 from . import ops
-from .base import corruption
+from .registry import corruption
 
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import seeds
 from .base import ImageDataset, finish
 from .registry import DATASETS
 
@@ -23,7 +24,7 @@ def load_digits(root=None, val_fraction: float = 0.15, seed: int = 0, test_fract
     bunch = sk_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(bunch.target, dtype=torch.long)
-    trainval, test = carve_validation(x, y, test_fraction, seed + 1)
+    trainval, test = carve_validation(x, y, test_fraction, seeds.test_split(seed))
     return finish(
         "digits",
         trainval.x,

@@ -56,9 +56,11 @@ def _image_files(class_dir: Path, max_per_class: int | None) -> list[Path]:
     return files[:max_per_class] if max_per_class is not None else files
 
 
-def _read_split(
+def read_class_folders(
     split_dir: Path, classes: list[str], size: int, grayscale: bool, max_per_class: int | None, require_each: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images N×C×size×size in [0, 1] and labels from `split_dir/<class>/*` in the order of `classes` (at most
+    `max_per_class` each; with `require_each`, an empty class folder is an error)."""
     files: list[Path] = []
     labels: list[int] = []
     for k, name in enumerate(classes):
@@ -139,8 +141,8 @@ def load_imagefolder(
         )
         raise RobustlabError(f"imagefolder: the class folders of {train_dir} and {test_dir} differ: {'; '.join(parts)}.")
     check_stats("imagefolder", mean, std, 1 if grayscale else 3)
-    train_x, train_y = _read_split(train_dir, classes, image_size, grayscale, max_per_class, require_each=True)
-    test_x, test_y = _read_split(test_dir, classes, image_size, grayscale, max_per_class, require_each=False)
+    train_x, train_y = read_class_folders(train_dir, classes, image_size, grayscale, max_per_class, require_each=True)
+    test_x, test_y = read_class_folders(test_dir, classes, image_size, grayscale, max_per_class, require_each=False)
     return finish(
         "imagefolder", train_x, train_y, test_x, test_y, classes,
         val_fraction=val_fraction, seed=seed, mean=mean, std=std,

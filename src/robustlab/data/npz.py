@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import seeds
 from ..errors import RobustlabError
 from .base import ImageDataset, carve_validation, data_root, finish, missing_files_error, to_float_images
 from .base import check_stats
@@ -133,7 +134,7 @@ def load_npz(
             raise RobustlabError(f"npz: test_fraction={test_fraction!r} must be in (0, 1).")
         x = _images(arrays["x"], f"{file} x")
         y = _labels(arrays["y"], f"{file} y", x.shape[0])
-        train, test = carve_validation(x, y, test_fraction, seed + 1)
+        train, test = carve_validation(x, y, test_fraction, seeds.test_split(seed))
         train_x, train_y, test_x, test_y = train.x, train.y, test.x, test.y
     else:
         raise RobustlabError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import RobustlabError
-from .base import GlobalPool, ImageClassifier, Normalize
+from .base import GlobalPool, ImageClassifier, Normalize, eval_mode
 from .registry import MODELS
 from ..registry import import_submodules
 
@@ -53,4 +53,4 @@ def for_dataset(name: str, dataset: Any, **kw: Any) -> ImageClassifier:
 def names() -> list[str]:
     return MODELS.names()
 
-__all__ = ["GlobalPool", "ImageClassifier", "Normalize", "create", "for_dataset", "names"]
+__all__ = ["GlobalPool", "ImageClassifier", "Normalize", "create", "eval_mode", "for_dataset", "names"]

@@ -12,6 +12,8 @@ its first layer, so attacks and analyses never see normalised inputs.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -107,3 +109,15 @@ class GlobalPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.amax(dim=(2, 3)) if self.mode == "max" else x.mean(dim=(2, 3))
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode for the block (BatchNorm on its running statistics, no dropout), its own mode
+    restored after, even when the block raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

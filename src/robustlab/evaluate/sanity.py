@@ -29,15 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import build as build_attack
-from .attacks import model_untouched
-from .attacks.square import margin
-from .config import FlagConfig
-from .data import Split, batches
-from .threat import ThreatModel
+from ..attacks import build as build_attack
+from ..attacks import model_untouched
+from ..attacks.square import margin
+from ..config import FlagConfig
+from ..data import Split, batches
+from ..threat import ThreatModel
 
 if TYPE_CHECKING:
-    from .evaluate import EvalResult
+    from .result import EvalResult
 
 EXPLANATIONS = {
     "randomised": "The logits change between two identical forward passes: attacks that assume a fixed model "

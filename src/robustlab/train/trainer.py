@@ -1,18 +1,9 @@
-"""The generic Trainer: loop, optimizer, schedule, validation-based selection, checkpoint/resume.
-
-It knows nothing about any paper: the objective is a `Method`, paper-specific per-epoch extras are
-`Callback`s. Everything random draws from generators the Trainer owns and checkpoints, so a run that
-is killed and resumed ends with the same weights as one that was not (same seed, CPU).
-
-Run directory: config.yaml, model.{safetensors,json} (selected on validation), last.{...},
-train_state.safetensors (resume), metrics.jsonl (one line per epoch).
-"""
+"""The Trainer: the epoch loop, validation-based selection, checkpoints and resume."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,108 +12,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoint as ckpt
-from .attacks import build as build_attack
-from .config import RunConfig, TrainConfig, dump_yaml
-from .distributed import World, ddp_wrap, resolve_device
-from .data import AugmentSpec, ImageDataset, batches, num_batches
-from .data.registry import default_batch_size
-from .errors import RobustlabError, TrainingDiverged
-from .methods import Method, StepContext
-from .registry import Registry
-from .rundir import RunLock, write_text_atomic
-from .threat import ThreatModel
-from .ui import TrainProgress
+from .. import checkpoint as ckpt
+from .. import seeds
+from ..attacks import build as build_attack
+from ..config import TrainConfig
+from ..data import AugmentSpec, ImageDataset, batches, num_batches
+from ..data.registry import default_batch_size
+from ..distributed import World, ddp_wrap
+from ..errors import RobustlabError, TrainingDiverged
+from ..methods import Method, StepContext
+from ..models import eval_mode
+from ..rundir import write_text_atomic
+from ..threat import ThreatModel
+from ..ui import TrainProgress
+from .registry import Callback
+from .schedule import lr_factor, make_optimizer
 
-
-class Callback:
-    """Per-epoch extras. `on_epoch_end` may return metrics to add to the epoch's record."""
-
-    def on_train_start(self, trainer: "Trainer") -> None:
-        pass
-
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, record: dict[str, Any]) -> dict[str, Any] | None:
-        return None
-
-    def on_train_end(self, trainer: "Trainer") -> None:
-        pass
-
-
-CALLBACKS: Registry[Callback] = Registry("callback")
-
-
-@CALLBACKS.register("init_from")
-class InitFrom(Callback):
-    """Before the first epoch, copy the weights whose names start with one of `prefixes` from another
-    run's selected checkpoint into the model (e.g. a pre-trained encoder under a new classifier).
-
-    `run` is a run label of the same study (a sibling of this run's directory) or a path to a run
-    directory or checkpoint. On resume nothing is copied: the weights are already in the training
-    state. The source (path, epoch, config fingerprint) is recorded in the checkpoint's JSON.
-    """
-
-    def __init__(self, run: str, prefixes: list[str] = ("normalize.", "body.", "neck.encoder.")):
-        self.run, self.prefixes = run, tuple(prefixes)
-
-    def source(self, run_dir: Path) -> Path:
-        sibling = run_dir.parent / self.run
-        return ckpt.resolve_checkpoint(sibling if sibling.exists() else self.run)
-
-    def on_train_start(self, trainer: "Trainer") -> None:
-        if trainer.epoch > 0:
-            return
-        try:
-            stem = self.source(trainer.run_dir)
-        except RobustlabError as e:
-            raise RobustlabError(f"init_from: run {self.run!r} has no checkpoint (train it first; a study trains runs in "
-                                 f"the order listed): {e}") from None
-        weights = {k: v for k, v in ckpt.load_weights(stem).items() if k.startswith(self.prefixes)}
-        if not weights:
-            raise RobustlabError(f"init_from {stem}: no weights start with {', '.join(self.prefixes)}.")
-        own = trainer.model.state_dict()
-        bad = [k for k in weights if k not in own or own[k].shape != weights[k].shape]
-        if bad:
-            raise RobustlabError(f"init_from {stem}: weights missing or of another shape in this model: {', '.join(bad[:5])}; "
-                                 f"the two runs' architectures differ.")
-        with torch.no_grad():
-            for k, v in weights.items():
-                own[k].copy_(v)
-        meta = ckpt.load_meta(stem)
-        trainer.meta["init_from"] = {"checkpoint": str(stem), "epoch": meta.get("epoch"), "tensors": len(weights),
-                                     "config_fingerprint": meta.get("config_fingerprint")}
-
-
-# --- optimizer and schedule ------------------------------------------------------------------------
-
-def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    o = cfg.optimizer
-    if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
-    if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-    return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-
-
-def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """The multiplier of the base learning rate at global `step` (a pure function: resume needs no state)."""
-    s = cfg.schedule
-    total = cfg.epochs * steps_per_epoch
-    epoch = step / steps_per_epoch
-    if s.name == "onecycle":
-        peak = s.pct_start * total
-        if step < peak:
-            return 1 / 25 + (1 - 1 / 25) * step / peak
-        t = (step - peak) / max(1.0, total - peak)
-        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-    warm = 1.0 if s.warmup_epochs <= 0 else min(1.0, (epoch + 1 / steps_per_epoch) / s.warmup_epochs)
-    if s.name == "constant":
-        return warm
-    if s.name == "piecewise":
-        return warm * s.gamma ** sum(epoch >= m for m in s.milestones)
-    return warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
-
-
-# --- the trainer -----------------------------------------------------------------------------------
 
 @dataclass
 class TrainResult:
@@ -258,27 +163,25 @@ class Trainer:
 
         Batches are shared round-robin between ranks and each batch's attack noise is seeded by its
         index, so the result is the same for any number of processes."""
-        was = self.model.training
-        self.model.eval()
         out: dict[str, float] = {}
         if len(self.val_split) == 0:
             return out
         counts = torch.zeros(2, dtype=torch.float64, device=self.device)
-        for b, (x, y) in enumerate(batches(self.val_split, 512)):
-            if not self.world.mine(b):
-                continue
-            pred = self.model(x).argmax(1)
-            counts[0] += (pred == y).sum()
-            if self.select_attack is not None:
-                gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + 2 + b)
-                res = self.select_attack.run(self.model, x, y, generator=gen)
-                counts[1] += (~res.success & (pred == y)).sum()
+        with eval_mode(self.model):
+            for b, (x, y) in enumerate(batches(self.val_split, 512)):
+                if not self.world.mine(b):
+                    continue
+                pred = self.model(x).argmax(1)
+                counts[0] += (pred == y).sum()
+                if self.select_attack is not None:
+                    gen = torch.Generator(device=self.device).manual_seed(seeds.validation_batch(self.cfg.seed, b))
+                    res = self.select_attack.run(self.model, x, y, generator=gen)
+                    counts[1] += (~res.success & (pred == y)).sum()
         correct, robust = self.world.all_reduce_sum(counts).tolist()
         n = len(self.val_split)
         out["val_clean"] = correct / n
         if self.select_attack is not None:
             out["val_robust"] = robust / n
-        self.model.train(was)
         return out
 
     def _score(self, record: dict[str, Any]) -> tuple[float, ...]:
@@ -327,9 +230,9 @@ class Trainer:
 
     def _seed_epoch(self) -> None:
         e, r, seed = self.epoch, self.world.rank, self.cfg.seed
-        self.data_gen.manual_seed(seed * 1_000_003 + e)  # the same permutation and augmentation on every rank
-        self.attack_gen.manual_seed(seed * 1_000_003 + 7919 * (r + 1) + e)
-        torch.manual_seed(seed * 1_000_003 + 104_729 * (r + 1) + e)  # layers that draw from the global RNG (dropout)
+        self.data_gen.manual_seed(seeds.epoch_data(seed, e))
+        self.attack_gen.manual_seed(seeds.epoch_attack(seed, e, r))
+        torch.manual_seed(seeds.epoch_global(seed, e, r))
 
     def _train_epoch(self, progress: TrainProgress) -> dict[str, Any]:
         self.model.train()
@@ -403,106 +306,12 @@ class Trainer:
 
     def _log(self, msg: str) -> None:
         if not self.quiet:
-            from .ui import console
+            from ..ui import console
 
             console.print(msg)
-
-
-# --- building a run from its config ---------------------------------------------------------------
-
-def build_run(cfg: RunConfig, *, data_root: str | None = None, dataset: ImageDataset | None = None):
-    """(dataset, model, method, callbacks) for a run config; raises on any bad name or option."""
-    from . import analysis, data, methods, models  # noqa: F401  (analysis modules register their callbacks)
-
-    ds = dataset if dataset is not None else data.load(cfg.dataset.name, root=data_root, **cfg.dataset.options)
-    with torch.random.fork_rng(devices=[]):  # initial weights follow the run's seed; the caller's RNG is untouched
-        torch.manual_seed(cfg.train.seed)
-        model = models.for_dataset(cfg.model.name, ds, **cfg.model.options)
-        method = methods.create(cfg.method.name, threat=cfg.threat_model, **cfg.method.options)
-    callbacks = [CALLBACKS.create(c.name, **c.options) for c in cfg.callbacks]
-    return ds, model, method, callbacks
-
-
-def run_meta(cfg: RunConfig, ds: ImageDataset) -> dict[str, Any]:
-    return {
-        "dataset": {"name": cfg.dataset.name, "options": cfg.dataset.options, "class_names": ds.class_names},
-        "threat": str(cfg.threat_model),
-        "method": {"name": cfg.method.name, "options": cfg.method.options},
-        "config_fingerprint": cfg.fingerprint(),
-    }
-
-
-def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_root: str | None = None,
-              dataset: ImageDataset | None = None, quiet: bool = False, device: str | None = None,
-              world: World | None = None) -> TrainResult:
-    """Train one run from its config into `run_dir` (resuming from its state when `resume`).
-
-    Under torchrun (WORLD_SIZE > 1) every process calls this: they join one process group, each trains
-    on its share of every global batch (`train.batch_size` is the global batch), and rank 0 alone writes.
-    """
-    run_dir = Path(run_dir)
-    if world is None:
-        world, dev = World.from_env(device or cfg.device)
-    else:
-        dev = resolve_device(device or cfg.device)
-    if cfg.train.batch_size < world.size:
-        raise RobustlabError(f"train.batch_size={cfg.train.batch_size} is the global batch and must be at least the number "
-                             f"of processes ({world.size}).")
-    ds, model, method, callbacks = build_run(cfg, data_root=data_root, dataset=dataset)
-    trainer = Trainer(model, method, ds, cfg.train, run_dir, threat=cfg.threat_model, callbacks=callbacks,
-                      meta=run_meta(cfg, ds), device=dev, quiet=quiet, world=world)
-    # every check before the first write: a refused command changes no file
-    with RunLock(run_dir) if world.is_main else contextlib.nullcontext():
-        if world.is_main:
-            check_restart(cfg, run_dir, resume)
-            write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg.model_dump(mode="json")))
-        world.barrier()
-        result = trainer.fit(resume=resume)
-    if world.is_main:
-        warn_if_near_chance(result, ds.num_classes)
-    return result
-
-
-def check_restart(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
-    """Refuse to start over a run directory that holds a training state (without `resume`), or to resume it
-    under another config. A config that differs only in `train.epochs` extends (or shortens, while that many
-    epochs are not yet done) the run."""
-    if not resume:
-        refuse_existing_state(run_dir)
-    if not (run_dir / ckpt.STATE_FILE).exists():
-        return
-    config_path = run_dir / "config.yaml"
-    if config_path.exists():
-        from .config import load_yaml, make_run_config
-
-        old = make_run_config(load_yaml(config_path), str(config_path))
-        changed = [k for k in old.training_differences(cfg) if k != "train.epochs"]
-        if changed:
-            raise RobustlabError(f"{run_dir}: the config differs from the one this run was started with in {', '.join(changed)}; "
-                                 f"resume with the same config (only train.epochs may change, to extend the run), or train into "
-                                 f"a new run directory.")
-    done = ckpt.state_epoch(run_dir / ckpt.STATE_FILE)
-    if cfg.train.epochs < done:
-        raise RobustlabError(f"{run_dir} has finished {done} epochs; train.epochs={cfg.train.epochs} would shorten it. "
-                             f"Pass train.epochs >= {done} to extend it, or train into a new run directory.")
 
 
 def refuse_existing_state(run_dir: Path) -> None:
     if (run_dir / ckpt.STATE_FILE).exists():
         raise RobustlabError(f"{run_dir} already holds a training state; pass --resume to continue it, or choose another "
                              f"run directory.")
-
-
-def warn_if_near_chance(result: TrainResult, num_classes: int) -> None:
-    """A selected model whose clean validation accuracy is below twice chance has learnt next to nothing:
-    its robustness numbers would mean nothing, so say so."""
-    clean = result.best_metrics.get("val_clean")
-    if clean is not None and clean < 2 / num_classes:
-        from .ui import console
-
-        console.print(f"warning: the selected model (epoch {result.best_epoch}) has {100 * clean:.1f}% clean validation accuracy, "
-                      f"near chance ({100 / num_classes:.0f}% for {num_classes} classes); train longer or change the learning "
-                      f"rate before trusting its evaluation.", markup=False)
-
-
-__all__ = ["CALLBACKS", "Callback", "TrainResult", "Trainer", "build_run", "lr_factor", "make_optimizer", "train_run"]

@@ -1,0 +1,9 @@
+"""The suite registry: name -> a function returning the suite's list of attack specs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..registry import Registry
+
+SUITES: Registry[list[str | dict[str, Any]]] = Registry("suite")
