@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RobustlabError
-from .base import Method, accuracy, pgd_for_training
+from .base import Method, TrainAttack, accuracy, train_attack_options
 from .registry import METHODS
 from .trades import trades_kl
 
@@ -122,6 +122,7 @@ class SCARL(Method):
 
     name = "scarl"
 
+    @train_attack_options(TrainAttack(start="normal"))
     def __init__(
         self,
         threat,
@@ -137,11 +138,8 @@ class SCARL(Method):
         ramp_rate: float = 5.0,
         proj_dim: int = 64,
         proj_hidden: int = 64,
-        attack_steps: int = 10,
-        attack_step: float | None = None,
-        attack_start: Literal["uniform", "normal", "none"] = "normal",
-        attack_sigma: float = 0.001,
-        attack_mode: Literal["eval", "train"] = "eval",
+        *,
+        attack: TrainAttack,
     ):
         super().__init__(threat)
         if temperature <= 0 or mi_c <= 0 or proj_dim < 1 or proj_hidden < 1:
@@ -155,8 +153,7 @@ class SCARL(Method):
         self.text_head: nn.Module | None = None
         self.register_buffer("bank", torch.empty(0, proj_dim))  # K×proj_dim teacher nodes
         self.register_buffer("words", torch.empty(0), persistent=False)  # K×D_w frozen class vectors
-        self.train_attack = pgd_for_training(self.threat, loss="kl", steps=attack_steps, step=attack_step, start=attack_start,
-                                             sigma=attack_sigma, mode=attack_mode)
+        self.train_attack = attack.pgd(self.threat, loss="kl")
 
     def build_parts(self, model, dataset) -> None:
         """Load the class word vectors and build the heads and the bank for the model's feature width.
