@@ -6,8 +6,9 @@ representation is whatever tensor z the caller pairs with the inputs x.
 """
 
 from .bounds import BOUNDS, DV_VARIANTS, dv_bound, infonce_bound, jsd_bound
-from .critics import CRITICS, ConcatCritic, LocalGlobalCritic, make_critic
+from .critics import ConcatCritic, LocalGlobalCritic, make_critic
 from .estimator import MIEstimate, MIEstimator
+from .registry import CRITICS
 from .worst_case import minimise_mi
 
 __all__ = ["BOUNDS", "CRITICS", "ConcatCritic", "DV_VARIANTS", "LocalGlobalCritic", "MIEstimate", "MIEstimator",

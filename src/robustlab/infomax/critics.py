@@ -20,9 +20,8 @@ from torch import nn
 
 from ..errors import RobustlabError
 from ..models.base import Normalize
-from ..registry import Registry, check_range, validate_kwargs
-
-CRITICS: Registry[nn.Module] = Registry("critic")
+from ..registry import check_range, validate_kwargs
+from .registry import CRITICS
 
 
 class ResidualProjection(nn.Module):
