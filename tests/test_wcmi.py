@@ -1,4 +1,4 @@
-"""Robust representation learning (Zhu et al., paper 001): the mi / wcmi objectives, downstream
+"""Robust representation learning (Zhu et al., ICML 2020, arXiv 2002.11798): the mi / wcmi objectives, downstream
 classifiers on a frozen encoder (init_from), and the vulnerability / saliency analyses on real runs."""
 
 from __future__ import annotations

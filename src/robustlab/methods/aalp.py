@@ -1,4 +1,5 @@
-"""Adaptive Adversarial Logits Pairing (Wu, Sang, Xu, Zheng, Xu; arXiv 2005.11904), with its ablations.
+"""Adaptive Adversarial Logits Pairing (Wu, Sang, Xu, Zheng, Xu, "Adaptive Adversarial Logits Pairing",
+arXiv 2005.11904, ACM TOMM 2024), with its ablations.
 
     ALP(x)  = ‖ f(x) − f(x_adv) ‖²₂                                  (Eq. 1, alp.logit_pairing)
     R       = mean_i | ∂L/∂A_fc ⊙ A_fc |                              (Eq. 7, guided_dropout.py)
@@ -7,7 +8,7 @@
     L       = ClassificationLoss + α · mean_batch AALP(x)             (Eq. 10; α = 1.0)
 
 with f the logits head(A_fc ⊙ m) of the mixed clean + adversarial minibatch, x_adv from PGD-k on the CE
-loss (no mask during the attack). Choices the paper leaves open [INF, algorithms.md §2.2], all options:
+loss (no mask during the attack). Choices the paper leaves open, all options ([inferred]: what we chose and why):
 
 - ClassificationLoss = w · CE(f(x), y) + (1 − w) · CE(f(x_adv), y), `clean_weight` w = 0.5 (Kannan's
   mixed minibatch). The paper's other reading, the plain sum CE + CE, is this with w = 0.5 and α halved

@@ -1,4 +1,5 @@
-"""Adversarial logit pairing (Kannan, Kurakin & Goodfellow 2018; AALP paper Eq. 1):
+"""Adversarial logit pairing (Kannan, Kurakin & Goodfellow, "Adversarial Logit Pairing", arXiv 1803.06373;
+Wu et al., AALP, arXiv 2005.11904, Eq. 1):
 
     L = w · CE(f(x), y) + (1 − w) · CE(f(x_adv), y) + λ · mean_i ‖ f(x_i) − f(x_adv,i) ‖²₂
 
