@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from robustlab.errors import RobustlabError
-from robustlab.vq import PUBLISHED, VQArch, VQModel, VQTrainConfig, VectorQuantizer, load_taming_vqgan, load_vq, psnr, save_vq, train_vq
+from robustlab.vq import (PUBLISHED, VQArch, VQModel, VQTrainConfig, VectorQuantizer, load_taming_vqgan, load_vq, psnr, save_vq,
+                          train_vq, usage)
 
 # A VQ small enough to train in a few seconds on one core (the study's default is larger; see the slow test).
 FAST = VQTrainConfig(ch=8, z_channels=8, num_groups=4, codebook_size=64, epochs=10, lr=3e-3)
@@ -47,6 +48,22 @@ def test_commitment_loss_value():
     z = torch.tensor([0.2, 0.9]).view(1, 1, 1, 2)
     # codes 0 and 1; squared errors 0.04 and 0.01 -> mean 0.025, times (1 + beta)
     assert q(z).loss.item() == pytest.approx(0.025 * 1.25)
+
+
+def test_usage_and_dead_code_restart():
+    counts = usage(torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), 6)  # 4 of 6 codes, equally often
+    assert counts == {"perplexity": pytest.approx(4.0), "dead_codes": 2, "usage": pytest.approx(4 / 6)}
+    assert usage(torch.tensor([5] * 7), 6)["perplexity"] == pytest.approx(1.0)
+    torch.manual_seed(0)
+    q = VectorQuantizer(6, 2)
+    before = q.embedding.weight.detach().clone()
+    dead = torch.tensor([False, True, False, False, False, True])
+    candidates = torch.tensor([[5.0, 5.0], [-5.0, 5.0], [5.0, -5.0]])
+    assert q.restart(dead, candidates, torch.Generator().manual_seed(0)) == 2
+    after = q.embedding.weight.detach()
+    assert torch.equal(after[~dead], before[~dead])  # live codes stay
+    assert all(any(torch.equal(row, c) for c in candidates) for row in after[dead])  # dead ones move onto encoder outputs
+    assert set(q.nearest(after[dead]).tolist()) <= set(torch.nonzero(dead).flatten().tolist())  # and now win those points
 
 
 def test_vq_on_digits_reaches_psnr_with_most_codes_used(fast_vq):

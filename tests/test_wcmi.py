@@ -1,4 +1,4 @@
-"""Robust representation learning (Zhu et al., paper 001): the mi / wcmi objectives, downstream
+"""Robust representation learning (Zhu et al., ICML 2020, arXiv 2002.11798): the mi / wcmi objectives, downstream
 classifiers on a frozen encoder (init_from), and the vulnerability / saliency analyses on real runs."""
 
 from __future__ import annotations
@@ -68,6 +68,33 @@ def test_wcmi_ignores_labels_and_trains_its_critic(small, tmp_path):
     fresh.build_parts(models.for_dataset("basic_encoder", small, **TINY), small)
     w = "estimator.critic.global_proj.block.0.weight"
     assert not torch.equal(fresh.state_dict()[w], a.method.state_dict()[w])
+
+
+def test_wcmi_is_the_mi_objective_at_the_worst_case_batch(small):
+    from robustlab.methods import StepContext
+    from robustlab.threat import ThreatModel
+
+    torch.manual_seed(0)
+    model = models.for_dataset("basic_encoder", small, **TINY).train()
+    wcmi, mi = _wcmi(), methods.create("mi", critic_options=CRITIC)
+    wcmi.build_parts(model, small)
+    mi.estimator = wcmi.estimator  # the same critic
+    x, y = small.train.x[:64], small.train.y[:64]
+    ctx = StepContext(generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam([*model.parameters(), *mi.parameters()], lr=2e-3)
+    for _ in range(20):  # a critic that has learnt something, so that the attack has an estimate to lower
+        loss, _ = mi.loss(model, x, y, ctx)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x_adv = wcmi.inputs(model, x, ctx)
+    assert ThreatModel.parse("linf:0.2").contains(x_adv - x).all() and x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad():  # the attack scores in eval mode, keeping its best iterate (the clean batch included)
+        model.eval(), wcmi.estimator.eval()
+        clean, worst = (wcmi.estimator(b, model.forward_features(b)).objective.item() for b in (x, x_adv))
+        model.train(), wcmi.estimator.train()
+    assert worst < clean - 0.03, (worst, clean)  # measured: −0.097 vs −0.033 nats
+    torch.testing.assert_close(wcmi.loss(model, x, y, ctx)[0], mi.loss(model, x_adv, y, ctx)[0])
 
 
 def test_critic_initialisation_follows_the_run_seed(small, tmp_path):

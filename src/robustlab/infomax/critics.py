@@ -20,9 +20,8 @@ from torch import nn
 
 from ..errors import RobustlabError
 from ..models.base import Normalize
-from ..registry import Registry, check_range, validate_kwargs
-
-CRITICS: Registry[nn.Module] = Registry("critic")
+from ..registry import check_range, validate_kwargs
+from .registry import CRITICS
 
 
 class ResidualProjection(nn.Module):
@@ -57,11 +56,12 @@ class LocalGlobalCritic(nn.Module):
 
     φ: Conv(C→w₁, 4×4, stride 2)+BN+ReLU -> Conv(w₁→w₂)+BN+ReLU -> residual projection to `hidden`.
     The second conv is 4×4 stride 2 (the code, for 28–32 px inputs: 7×7 or 8×8 locations) or, for
-    inputs smaller than 16 px, 3×3 stride 1 [INF] so that 8×8 digits keep 4×4 = 16 locations.
+    inputs smaller than 16 px, 3×3 stride 1 ([inferred]: the code has no small-image case) so that 8×8
+    digits keep 4×4 = 16 locations.
 
     `scale` multiplies the inner product. The code uses 1, but both vectors are LayerNorm-ed, so the
     scores of a fresh critic spread like N(0, hidden) and the DV bound starts tens of nats below zero;
-    the default 1/√hidden [INF] starts the scores at unit scale (the LayerNorm gains can still grow
+    the default 1/√hidden ([inferred]) starts the scores at unit scale (the LayerNorm gains can still grow
     them). Measured on digits (untrained small_cnn features, hidden 128, 10 epochs, DV): test
     estimate 0.51 nats with scale 1, 3.03 nats with 1/√hidden.
     """

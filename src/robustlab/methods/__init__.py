@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Method, StepContext, accuracy
+from .base import Method, StepContext, TrainAttack, accuracy, train_attack_options
 from .registry import METHODS
 from ..registry import import_submodules
 
@@ -20,4 +20,4 @@ def names() -> list[str]:
     return METHODS.names()
 
 
-__all__ = ["METHODS", "Method", "StepContext", "accuracy", "create", "names"]
+__all__ = ["METHODS", "Method", "StepContext", "TrainAttack", "accuracy", "create", "names", "train_attack_options"]

@@ -1,4 +1,5 @@
-"""Adaptive Adversarial Logits Pairing (Wu, Sang, Xu, Zheng, Xu; arXiv 2005.11904), with its ablations.
+"""Adaptive Adversarial Logits Pairing (Wu, Sang, Xu, Zheng, Xu, "Adaptive Adversarial Logits Pairing",
+arXiv 2005.11904, ACM TOMM 2024), with its ablations.
 
     ALP(x)  = ‖ f(x) − f(x_adv) ‖²₂                                  (Eq. 1, alp.logit_pairing)
     R       = mean_i | ∂L/∂A_fc ⊙ A_fc |                              (Eq. 7, guided_dropout.py)
@@ -7,7 +8,7 @@
     L       = ClassificationLoss + α · mean_batch AALP(x)             (Eq. 10; α = 1.0)
 
 with f the logits head(A_fc ⊙ m) of the mixed clean + adversarial minibatch, x_adv from PGD-k on the CE
-loss (no mask during the attack). Choices the paper leaves open [INF, algorithms.md §2.2], all options:
+loss (no mask during the attack). Choices the paper leaves open, all options ([inferred]: what we chose and why):
 
 - ClassificationLoss = w · CE(f(x), y) + (1 − w) · CE(f(x_adv), y), `clean_weight` w = 0.5 (Kannan's
   mixed minibatch). The paper's other reading, the plain sum CE + CE, is this with w = 0.5 and α halved
@@ -19,21 +20,20 @@ loss (no mask during the attack). Choices the paper leaves open [INF, algorithms
 - `gd_rescale`: no 1/(1 − p) rescaling of the kept units by default (the mask is deterministic).
 - Guided Dropout is a training-time module: in eval mode (and so at test time) there is no mask.
 
-Variants (the paper's Table 2 ablations), the same class with the two switches fixed:
+Variants (the paper's Table 2 ablations), subclasses that fix the two switches:
 `aalp_gd` = ALP + Guided Dropout (p_clean ≡ 1), `aalp_sw` = ALP + sample weighting (no mask),
 `aalp` = both. With both switches off the loss is exactly `alp` with λ = α.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from .alp import logit_pairing, mixed_cross_entropy
-from .base import Method, accuracy, pgd_for_training
+from .base import Method, TrainAttack, accuracy, train_attack_options
 from .guided_dropout import guided_dropout_logits
 from .registry import METHODS
 
@@ -43,10 +43,14 @@ def ground_truth_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return F.softmax(logits, 1).gather(1, y[:, None]).squeeze(1)
 
 
+GDScore = Literal["clean_adv", "clean"]
+
+
 @METHODS.register("aalp")
 class AALP(Method):
     name = "aalp"
 
+    @train_attack_options(fixed=("sigma",))
     def __init__(
         self,
         threat,
@@ -54,18 +58,16 @@ class AALP(Method):
         clean_weight: float = 0.5,
         guided_dropout: bool = True,
         sample_weighting: bool = True,
-        gd_score: Literal["clean_adv", "clean"] = "clean_adv",
+        gd_score: GDScore = "clean_adv",
         gd_rescale: bool = False,
-        attack_steps: int = 10,
-        attack_step: float | None = None,
-        attack_start: Literal["uniform", "normal", "none"] = "uniform",
-        attack_mode: Literal["eval", "train"] = "eval",
+        *,
+        attack: TrainAttack,
     ):
         super().__init__(threat)
         self.alpha, self.clean_weight = alpha, clean_weight
         self.guided_dropout, self.sample_weighting = guided_dropout, sample_weighting
         self.gd_score, self.gd_rescale = gd_score, gd_rescale
-        self.train_attack = pgd_for_training(self.threat, loss="ce", steps=attack_steps, step=attack_step, start=attack_start, mode=attack_mode)
+        self.train_attack = attack.pgd(self.threat, loss="ce")
 
     def loss(self, model, x, y, ctx):
         """x (N×C×H×W) and its PGD examples form one 2N batch; features A_fc are 2N×D, logits 2N×K."""
@@ -93,19 +95,25 @@ class AALP(Method):
         }
 
 
-def _variant(name: str, guided_dropout: bool, sample_weighting: bool, doc: str) -> type[AALP]:
-    """AALP with the two switches fixed; its options are AALP's without the switches (and without the
-    Guided Dropout options when Guided Dropout is off)."""
+@METHODS.register("aalp_gd")
+class AALPGuidedDropout(AALP):
+    """AALP_gd: ALP + Guided Dropout only (p_clean ≡ 1)."""
 
-    def __init__(self, threat, **options):
-        AALP.__init__(self, threat, guided_dropout=guided_dropout, sample_weighting=sample_weighting, **options)
+    name = "aalp_gd"
 
-    fixed = {"guided_dropout", "sample_weighting"} | (set() if guided_dropout else {"gd_score", "gd_rescale"})
-    full = inspect.signature(AALP.__init__, eval_str=True)
-    __init__.__signature__ = full.replace(parameters=[p for p in full.parameters.values() if p.name not in fixed])  # type: ignore[attr-defined]
-    cls = type(f"AALP_{name.split('_')[1].upper()}", (AALP,), {"__init__": __init__, "__doc__": doc, "name": name})
-    return METHODS.register(name)(cls)
+    @train_attack_options(fixed=("sigma",))
+    def __init__(self, threat, alpha: float = 1.0, clean_weight: float = 0.5, gd_score: GDScore = "clean_adv", gd_rescale: bool = False,
+                 *, attack: TrainAttack):
+        super().__init__(threat, alpha, clean_weight, guided_dropout=True, sample_weighting=False, gd_score=gd_score,
+                         gd_rescale=gd_rescale, attack=attack)
 
 
-AALPGuidedDropout = _variant("aalp_gd", True, False, "AALP_gd: ALP + Guided Dropout only (p_clean ≡ 1).")
-AALPSampleWeighting = _variant("aalp_sw", False, True, "AALP_sw: ALP + adaptive sample weighting only (no mask).")
+@METHODS.register("aalp_sw")
+class AALPSampleWeighting(AALP):
+    """AALP_sw: ALP + adaptive sample weighting only (no mask)."""
+
+    name = "aalp_sw"
+
+    @train_attack_options(fixed=("sigma",))
+    def __init__(self, threat, alpha: float = 1.0, clean_weight: float = 0.5, *, attack: TrainAttack):
+        super().__init__(threat, alpha, clean_weight, guided_dropout=False, sample_weighting=True, attack=attack)

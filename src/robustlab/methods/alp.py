@@ -1,4 +1,5 @@
-"""Adversarial logit pairing (Kannan, Kurakin & Goodfellow 2018; AALP paper Eq. 1):
+"""Adversarial logit pairing (Kannan, Kurakin & Goodfellow, "Adversarial Logit Pairing", arXiv 1803.06373;
+Wu et al., AALP, arXiv 2005.11904, Eq. 1):
 
     L = w · CE(f(x), y) + (1 − w) · CE(f(x_adv), y) + λ · mean_i ‖ f(x_i) − f(x_adv,i) ‖²₂
 
@@ -8,12 +9,10 @@ al.) and x_adv from PGD-k on the CE loss.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
-from .base import Method, accuracy, pgd_for_training
+from .base import Method, TrainAttack, accuracy, train_attack_options
 from .registry import METHODS
 
 
@@ -31,19 +30,11 @@ def mixed_cross_entropy(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y:
 class ALP(Method):
     name = "alp"
 
-    def __init__(
-        self,
-        threat,
-        lam: float = 0.5,
-        clean_weight: float = 0.5,
-        attack_steps: int = 10,
-        attack_step: float | None = None,
-        attack_start: Literal["uniform", "normal", "none"] = "uniform",
-        attack_mode: Literal["eval", "train"] = "eval",
-    ):
+    @train_attack_options(fixed=("sigma",))
+    def __init__(self, threat, lam: float = 0.5, clean_weight: float = 0.5, *, attack: TrainAttack):
         super().__init__(threat)
         self.lam, self.clean_weight = lam, clean_weight
-        self.train_attack = pgd_for_training(self.threat, loss="ce", steps=attack_steps, step=attack_step, start=attack_start, mode=attack_mode)
+        self.train_attack = attack.pgd(self.threat, loss="ce")
 
     def loss(self, model, x, y, ctx):
         x_adv = self.adversarial(model, x, y, ctx)

@@ -2,17 +2,26 @@
 
 A method is an `nn.Module` so that extra trainable parts (projection heads) and state (memory banks)
 are trained, checkpointed and resumed with the model. `train_attack` is the attack it trains with
-(None for standard training); `attack_mode` is the model mode during that attack.
+(None for standard training). A method that trains against PGD takes `attack: TrainAttack` and gets the
+config options attack_steps, attack_step, attack_start, attack_sigma, attack_mode from
+`train_attack_options`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from ..attacks import PGD
+from ..attacks.base import AttackMode
+from ..attacks.pgd import Start
 from ..errors import RobustlabError
 from ..threat import ThreatModel
 
@@ -76,15 +85,59 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(1) == y).float().mean()
 
 
-def pgd_for_training(
-    threat: ThreatModel,
-    *,
-    loss: str,
-    steps: int,
-    step: float | None,
-    start: str,
-    sigma: float = 0.001,
-    mode: str = "eval",
-) -> PGD:
-    """The PGD a method trains with: last iterate (no keep-best), one restart, as in the papers."""
-    return PGD(threat, steps=steps, step=step, loss=loss, random_start=start, sigma=sigma, keep_best=False, mode=mode)  # type: ignore[arg-type]
+@dataclass(frozen=True)
+class TrainAttack:
+    """The options of the attack a method trains with. In a config they are the method's keys
+    `attack_<field>` (e.g. `method: {name: trades, attack_steps: 5}`), offered by `train_attack_options`."""
+
+    steps: int = 10
+    step: float | None = None  # None: eps / 4
+    start: Start = "uniform"
+    sigma: float = 0.001  # the scale of the "normal" start
+    mode: AttackMode = "eval"  # the model's mode during the attack
+
+    def pgd(self, threat: ThreatModel, loss: str) -> PGD:
+        """The PGD a method trains with: last iterate (no keep-best), one restart, as in the papers."""
+        return PGD(threat, steps=self.steps, step=self.step, loss=loss, random_start=self.start, sigma=self.sigma,  # type: ignore[arg-type]
+                   keep_best=False, mode=self.mode)
+
+
+Init = TypeVar("Init", bound=Callable[..., None])
+
+
+def train_attack_options(defaults: TrainAttack = TrainAttack(), *, fixed: tuple[str, ...] = ()) -> Callable[[Init], Init]:
+    """Decorate a method's `__init__(self, ..., *, attack: TrainAttack, ...)` so that its config options
+    include the training attack's fields as flat keys `attack_<field>`, with this method's `defaults`
+    (fields named in `fixed` are not options: they keep the value in `defaults`).
+
+    Why a decorator: the registry validates and lists a method's options from its constructor's
+    signature (`registry.validate_kwargs`), and configs keep flat keys (`attack_steps: 3`), so the
+    signature the registry reads has `attack_steps, attack_step, ...` in place of `attack`, and a call
+    with them gets `attack=replace(defaults, steps=..., ...)`. A subclass may pass `attack=` itself.
+    """
+    types = typing.get_type_hints(TrainAttack)
+    offered = {f"attack_{f.name}": f.name for f in fields(TrainAttack) if f.name not in fixed}
+
+    def decorate(init: Init) -> Init:
+        sig = inspect.signature(init, eval_str=True)
+        if "attack" not in sig.parameters or sig.parameters["attack"].kind != inspect.Parameter.KEYWORD_ONLY:
+            raise TypeError(f"{init.__qualname__} must take a keyword-only parameter `attack: TrainAttack`")
+        params: list[inspect.Parameter] = []
+        for p in sig.parameters.values():
+            if p.name != "attack":
+                params.append(p)
+                continue
+            params += [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, name), annotation=types[name])
+                       for key, name in offered.items()]
+
+        @functools.wraps(init)
+        def wrapper(self: Any, *args: Any, attack: TrainAttack | None = None, **kwargs: Any) -> None:
+            chosen = {name: kwargs.pop(key) for key, name in offered.items() if key in kwargs}
+            if attack is not None and chosen:
+                raise TypeError(f"{init.__qualname__}: give either attack= or {', '.join(offered)}, not both")
+            init(self, *args, attack=attack if attack is not None else replace(defaults, **chosen), **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -19,6 +19,7 @@ It is not part of the method's state dict and gets no gradient.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -59,7 +60,9 @@ class DAT(Method):
         super().__init__(threat)
         self.vq_source, self.vqgan_config = vq, vqgan_config
         self.mixing = dict(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=mix_prob, switch_prob=switch_prob, smoothing=label_smoothing)
-        self.__dict__["vq_model"] = None  # set by setup() / use_discretiser()
+        # Q is kept as the frozen VQ's bound `reconstruct`, set by setup() / use_discretiser(): a VQModel attribute
+        # would be registered as a submodule by nn.Module, and so land in state_dict(), the checkpoint and the optimizer
+        self.vq_reconstruct: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.train_attack = DiscreteAdversarial(ThreatModel("l2", attack_eps), self.discretise, steps=attack_steps, step=attack_step,
                                                 start_prob=start_prob, perturb_base=perturb_base, mode=attack_mode)
 
@@ -69,9 +72,9 @@ class DAT(Method):
     @torch.no_grad()
     def discretise(self, x: torch.Tensor) -> torch.Tensor:
         """Q(x): VQ reconstruction in [0, 1], same shape as x."""
-        if self.vq_model is None:
+        if self.vq_reconstruct is None:
             raise RobustlabError("dat: the VQ discretiser is not loaded; Method.setup(trainer) loads or trains it.")
-        return self.vq_model.reconstruct(x)
+        return self.vq_reconstruct(x)
 
     def setup(self, trainer) -> None:
         """Load the VQ named by `vq`, or train one on the training split (kept in the run directory)."""
@@ -90,8 +93,8 @@ class DAT(Method):
         self.use_discretiser(vq.to(trainer.device))
 
     def use_discretiser(self, vq: VQModel) -> None:
-        """Set the frozen VQ model Q (kept as a plain attribute: out of state_dict() and the optimizer)."""
-        self.__dict__["vq_model"] = freeze(vq)
+        """Use the VQ model as Q, frozen (it stays out of state_dict() and the optimizer)."""
+        self.vq_reconstruct = freeze(vq).reconstruct
 
     def _train_or_reuse(self, trainer) -> VQModel:
         stem = trainer.run_dir / VQ_FILE

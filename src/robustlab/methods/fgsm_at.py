@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch.nn.functional as F
 
-from .base import Method, accuracy, pgd_for_training
+from .base import Method, TrainAttack, accuracy
 from .registry import METHODS
 
 
@@ -31,7 +31,7 @@ class FGSMAT(Method):
     ):
         super().__init__(threat)
         step = attack_step if attack_step is not None else (1.25 if start == "uniform" else 1.0) * self.threat.eps
-        self.train_attack = pgd_for_training(self.threat, loss="ce", steps=1, step=step, start=start, mode=attack_mode)
+        self.train_attack = TrainAttack(steps=1, step=step, start=start, mode=attack_mode).pgd(self.threat, loss="ce")
 
     def loss(self, model, x, y, ctx):
         x_adv = self.adversarial(model, x, y, ctx)

@@ -1,10 +1,11 @@
-"""Guided Dropout (AALP paper, Wu et al., §3.1) on the layer before the logits, A_fc = model.forward_features(x).
+"""Guided Dropout (Wu et al., AALP, arXiv 2005.11904, §3.1) on the layer before the logits, A_fc = model.forward_features(x).
 
     R = mean_i | ∂L/∂A_fc ⊙ A_fc |        (Eq. 7; one score per unit, the mean over the batch)
     m = 1[ R ≥ median(R) ]                 (Eq. 8; keep the higher-contribution half of the units)
     logits = forward_head(A_fc ⊙ m)        (training only; recomputed every step; no mask in eval mode)
 
-L is the cross-entropy of every row of the batch [INF, algorithms.md §2.2]; its gradient with respect to
+[inferred] L is the cross-entropy of every row of the batch (Eq. 7 does not say which loss or rows; the
+classification loss of the batch being trained on is the natural reading); its gradient with respect to
 A_fc costs one extra forward/backward through the head only (the features are not recomputed).
 
 Ties and even D: Eq. 8's median is ambiguous for an even number of units (torch.median returns the
@@ -61,7 +62,8 @@ def guided_dropout_logits(
 
     `score_rows`: R (Eq. 7) is averaged over the first `score_rows` rows only (e.g. the clean half of a
     clean+adversarial batch); all rows by default. The mask is shared by every row. `rescale`
-    multiplies the kept units by D/⌈D/2⌉ (≈ 2, inverted-dropout style) [INF; off by default].
+    multiplies the kept units by D/⌈D/2⌉ (≈ 2, inverted-dropout style); [inferred] off by default: the paper
+    states no rescaling, and the mask keeps exactly half the units every step.
     """
     if not model.training:
         return model.forward_head(features)

@@ -8,11 +8,9 @@ adds AALP's Guided Dropout on the features of x_adv (AALP Table 3 "ADV+gd"; see 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch.nn.functional as F
 
-from .base import Method, accuracy, pgd_for_training
+from .base import Method, TrainAttack, accuracy, train_attack_options
 from .guided_dropout import guided_dropout_forward
 from .registry import METHODS
 
@@ -21,18 +19,11 @@ from .registry import METHODS
 class PGDAT(Method):
     name = "pgd_at"
 
-    def __init__(
-        self,
-        threat,
-        attack_steps: int = 10,
-        attack_step: float | None = None,
-        attack_start: Literal["uniform", "normal", "none"] = "uniform",
-        attack_mode: Literal["eval", "train"] = "eval",
-        guided_dropout: bool = False,
-    ):
+    @train_attack_options(fixed=("sigma",))
+    def __init__(self, threat, *, attack: TrainAttack, guided_dropout: bool = False):
         super().__init__(threat)
         self.guided_dropout = guided_dropout
-        self.train_attack = pgd_for_training(self.threat, loss="ce", steps=attack_steps, step=attack_step, start=attack_start, mode=attack_mode)
+        self.train_attack = attack.pgd(self.threat, loss="ce")
 
     def loss(self, model, x, y, ctx):
         x_adv = self.adversarial(model, x, y, ctx)

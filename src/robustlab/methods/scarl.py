@@ -1,18 +1,19 @@
-"""SCARL — Semantic Constraint Adversarial Robust Learning (ICLR 2023 submission, paper 000).
+"""SCARL — Semantic Constraint Adversarial Robust Learning ("Robustness Exploration of Semantic Information
+in Adversarial Training", ICLR 2023 submission, OpenReview SWUGykek_T).
 
-The paper's formulas are lost in the text we have; this follows the official code
-(SkyKuang/SCARL, defense/SCARL_module.py) as restated in shared/reference/algorithms.md §000, without
-its bugs (a missing class in a batch broke the structure term; see `structure_loss`).
+The paper's displayed formulas are not legible in the text we have, so this follows the official code
+(SkyKuang/SCARL; the loss terms are in defense/SCARL_module.py), without its bugs (a missing class in a
+batch broke the structure term; see `structure_loss`).
 
 With h = model.forward_features, t_c the frozen word vector of class c (K×D_w, `robustlab.semantic`),
 g_img, g_txt the projection heads (Linear -> BN1d -> ReLU -> Linear, `proj_hidden` -> `proj_dim`):
 
-    v_i = normalize(g_img(h(x_adv_i)))          u_i = normalize(g_txt(t_{y_i}))              (§0.1)
+    v_i = normalize(g_img(h(x_adv_i)))          u_i = normalize(g_txt(t_{y_i}))
 
     L = CE(f(x_adv), y) + β · KL(f(x) ‖ f(x_adv)) + α_MI · L_MI(v, u, y) + λ_geo · w(e) · L_geo      (total loss)
 
-    x_adv: TRADES-KL PGD from x + 0.001·N(0, I), model in eval mode                               (§0.2)
-    w(e) = exp(−r (1 − e/E)²), r = 5, e the 0-based epoch of E                                     (ramp, §0.1)
+    x_adv: TRADES-KL PGD from x + 0.001·N(0, I), model in eval mode
+    w(e) = exp(−r (1 − e/E)²), r = 5, e the 0-based epoch of E                                     (ramp)
 
 L_MI is the semantic mutual-information surrogate (`mi_scarl_code`, the code's binary contrastive
 form, default; or `mi_infonce`); L_geo the RKD distance + angle structure loss between the per-class
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RobustlabError
-from .base import Method, accuracy, pgd_for_training
+from .base import Method, TrainAttack, accuracy, train_attack_options
 from .registry import METHODS
 from .trades import trades_kl
 
@@ -73,7 +74,8 @@ def mi_scarl_code(v: torch.Tensor, u: torch.Tensor, y: torch.Tensor, temperature
 
 
 def mi_infonce(v: torch.Tensor, u: torch.Tensor, y: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
-    """InfoNCE over the classes present in the batch (inferred form of the paper's "lower bound"):
+    """InfoNCE over the classes present in the batch. [inferred] The paper calls its MI term "a differentiable
+    lower bound" without a legible form; InfoNCE is the standard such bound:
 
         L_MI = − mean_i log( exp(cos(v_i, ū_{y_i})/τ) / Σ_{c present} exp(cos(v_i, ū_c)/τ) ),
 
@@ -122,6 +124,7 @@ class SCARL(Method):
 
     name = "scarl"
 
+    @train_attack_options(TrainAttack(start="normal"))
     def __init__(
         self,
         threat,
@@ -137,11 +140,8 @@ class SCARL(Method):
         ramp_rate: float = 5.0,
         proj_dim: int = 64,
         proj_hidden: int = 64,
-        attack_steps: int = 10,
-        attack_step: float | None = None,
-        attack_start: Literal["uniform", "normal", "none"] = "normal",
-        attack_sigma: float = 0.001,
-        attack_mode: Literal["eval", "train"] = "eval",
+        *,
+        attack: TrainAttack,
     ):
         super().__init__(threat)
         if temperature <= 0 or mi_c <= 0 or proj_dim < 1 or proj_hidden < 1:
@@ -155,8 +155,7 @@ class SCARL(Method):
         self.text_head: nn.Module | None = None
         self.register_buffer("bank", torch.empty(0, proj_dim))  # K×proj_dim teacher nodes
         self.register_buffer("words", torch.empty(0), persistent=False)  # K×D_w frozen class vectors
-        self.train_attack = pgd_for_training(self.threat, loss="kl", steps=attack_steps, step=attack_step, start=attack_start,
-                                             sigma=attack_sigma, mode=attack_mode)
+        self.train_attack = attack.pgd(self.threat, loss="kl")
 
     def build_parts(self, model, dataset) -> None:
         """Load the class word vectors and build the heads and the bank for the model's feature width.
@@ -186,7 +185,7 @@ class SCARL(Method):
         logits = model(x)
         h_adv = model.forward_features(x_adv)
         logits_adv = model.forward_head(h_adv)
-        # the projected, normalised adversarial visual features and class text features (§0.1)
+        # the projected, normalised adversarial visual features and class text features
         v = F.normalize(self.image_head(h_adv), dim=1)
         u = F.normalize(self.text_head(self.words[y]), dim=1)
         adv_ce = F.cross_entropy(logits_adv, y)

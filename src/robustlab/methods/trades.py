@@ -8,11 +8,9 @@ averaged over the batch and, as in the official code, gradients flow through bot
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch.nn.functional as F
 
-from .base import Method, accuracy, pgd_for_training
+from .base import Method, TrainAttack, accuracy, train_attack_options
 from .registry import METHODS
 
 
@@ -25,20 +23,11 @@ def trades_kl(logits_clean, logits_adv):
 class TRADES(Method):
     name = "trades"
 
-    def __init__(
-        self,
-        threat,
-        beta: float = 6.0,
-        attack_steps: int = 10,
-        attack_step: float | None = None,
-        attack_start: Literal["uniform", "normal", "none"] = "normal",
-        attack_sigma: float = 0.001,
-        attack_mode: Literal["eval", "train"] = "eval",
-    ):
+    @train_attack_options(TrainAttack(start="normal"))
+    def __init__(self, threat, beta: float = 6.0, *, attack: TrainAttack):
         super().__init__(threat)
         self.beta = beta
-        self.train_attack = pgd_for_training(self.threat, loss="kl", steps=attack_steps, step=attack_step, start=attack_start,
-                                             sigma=attack_sigma, mode=attack_mode)
+        self.train_attack = attack.pgd(self.threat, loss="kl")
 
     def loss(self, model, x, y, ctx):
         x_adv = self.adversarial(model, x, y, ctx)

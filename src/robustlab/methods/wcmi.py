@@ -18,6 +18,7 @@ runs: the selected model is the last epoch (`train.select.by: last`; `auto` is t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 from ..errors import RobustlabError
@@ -26,7 +27,7 @@ from ..infomax.critics import check_critic_options
 from ..infomax.estimator import check_options
 from ..attacks.base import model_untouched
 from ..distributed import unwrap
-from .base import Method
+from .base import Method, TrainAttack, train_attack_options
 from .registry import METHODS
 
 
@@ -89,6 +90,7 @@ class WorstCaseMIMax(MIMax):
     name = "wcmi"
     needs_threat = True
 
+    @train_attack_options(TrainAttack(steps=7, start="none"), fixed=("sigma",))
     def __init__(
         self,
         threat,
@@ -97,24 +99,21 @@ class WorstCaseMIMax(MIMax):
         ma_rate: float | None = None,
         critic: Literal["local_global", "concat"] = "local_global",
         critic_options: dict[str, Any] | None = None,
-        attack_steps: int = 7,
-        attack_step: float | None = None,
-        attack_start: Literal["none", "uniform", "normal"] = "none",
-        attack_mode: Literal["eval", "train"] = "eval",
+        *,
+        attack: TrainAttack,
     ):
         super().__init__(threat, bound, dv_variant, ma_rate, critic, critic_options)
-        if attack_steps < 1:
-            raise RobustlabError(f"wcmi: attack_steps={attack_steps!r}; allowed: >= 1.")
-        self.attack_steps, self.attack_start, self.attack_mode = attack_steps, attack_start, attack_mode
-        self.attack_step = float(attack_step) if attack_step is not None else self.threat.eps / 4
+        if attack.steps < 1:
+            raise RobustlabError(f"wcmi: attack_steps={attack.steps!r}; allowed: >= 1.")
+        self.attack = replace(attack, step=float(attack.step) if attack.step is not None else self.threat.eps / 4)
 
     def describe(self) -> str:
-        return (f"{self.name}: maximises the {self.bound} MI estimate at the batch-level PGD-{self.attack_steps} "
-                f"minimiser of it (step {self.attack_step:.4g}, {self.threat}, keep-best)")
+        return (f"{self.name}: maximises the {self.bound} MI estimate at the batch-level PGD-{self.attack.steps} "
+                f"minimiser of it (step {self.attack.step:.4g}, {self.threat}, keep-best)")
 
     def inputs(self, model, x, ctx):
         model = unwrap(model)  # the attack needs no DDP: no parameter gradients, no collectives
-        with model_untouched(model, self.attack_mode):
-            x_adv, _ = minimise_mi(model.forward_features, self.estimator, x, self.threat, steps=self.attack_steps,
-                                   step=self.attack_step, start=self.attack_start, generator=ctx.generator)
+        with model_untouched(model, self.attack.mode):
+            x_adv, _ = minimise_mi(model.forward_features, self.estimator, x, self.threat, steps=self.attack.steps,
+                                   step=self.attack.step, start=self.attack.start, generator=ctx.generator)
         return x_adv

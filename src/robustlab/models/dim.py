@@ -1,4 +1,5 @@
-"""Deep InfoMax's `basic_encoder` (Hjelm et al. 2019), the encoder of Zhu et al. (paper 001).
+"""Deep InfoMax's `basic_encoder` (Hjelm et al., ICLR 2019, arXiv 1808.06670), the encoder of Zhu et al.
+(ICML 2020, arXiv 2002.11798).
 
 Encoder g: Conv(C→64, 4×4, s2)+BN+ReLU -> Conv(64→128, 4×4, s2)+BN+ReLU -> Conv(128→256, 4×4, s2)+BN+ReLU
 (the body, the last spatial map) -> flatten -> FC 1024 + BN + ReLU -> FC 64 = the representation z.

@@ -1,4 +1,4 @@
-"""VGG-13 with the linearised variants of Shi et al. (`vgg13`)."""
+"""VGG-13 with the linearised variants of Shi et al. (arXiv 1906.02494) (`vgg13`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def vgg13(num_classes, in_channels, input_size, mean, std, variant: Variant = "n
           width: float = 1.0) -> ImageClassifier:
     """VGG-13 (config 64,64,M,128,128,M,256,256,M,512,512,M,512,512,M; 3×3 convs, padding 1).
 
-    `variant` (Shi et al., "Towards disentangling..."):
+    `variant` (Shi et al., "Understanding Adversarial Behavior of DNNs by Disentangling Non-Robust and Robust
+    Components in Performance Metric", arXiv 1906.02494):
       - "normal": conv-BN-ReLU blocks, 2×2 max pooling;
       - "half_linear": no ReLU anywhere, 2×2 max pooling (max pooling is the only nonlinearity);
       - "pure_linear": no ReLU, 2×2 average pooling, so in eval mode the whole model is an affine

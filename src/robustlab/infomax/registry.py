@@ -1,0 +1,9 @@
+"""The critic registry: name -> factory(x_shape, z_dim, mean, std, **options) of a critic T(x, z) (critics.py)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..registry import Registry
+
+CRITICS: Registry[nn.Module] = Registry("critic")
