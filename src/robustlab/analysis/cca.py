@@ -1,4 +1,5 @@
-"""CCA between visual features and class word vectors (SCARL, paper 000, Fig. 1).
+"""CCA between visual features and class word vectors (SCARL: Robustness Exploration of Semantic Information in
+Adversarial Training, ICLR 2023 submission, OpenReview SWUGykek_T, Fig. 1).
 
 For n seeded test images (500 as in the paper) the pairs are (h(x_i), t_{y_i}): h = forward_features, t
 the class word vectors (`robustlab.semantic`). Two settings: natural images, and the same images after

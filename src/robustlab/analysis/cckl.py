@@ -1,13 +1,13 @@
 """Cross-category KL (CCKL) of Shi et al., its Jensen–Shannon lower bounds, and its split into the
 non-robust (Fisher) and robust components (`robustlab analyze RUN --what cckl`).
 
-    CCKL(θ) = (1/N) Σ_{(i,j): y_i ≠ y_j} KL( p(·|x_i) ‖ p(·|x_j) )              (Shi et al. Eq. 1; algorithms.md §4.1)
+    CCKL(θ) = (1/N) Σ_{(i,j): y_i ≠ y_j} KL( p(·|x_i) ‖ p(·|x_j) )              (Shi et al., arXiv 1906.02494, Eq. 1)
 
 over all N ordered pairs of samples with different labels, computed exactly from the N×K
 log-probabilities: KL_ij = Σ_k p_ik log p_ik − Σ_k p_ik log p_jk is affine in each index, so per-class
 sums give the whole double sum in O(N·K) (10,000 samples in milliseconds; no N×N matrix).
 
-Lower bounds (algorithms.md §4.2; our derivation, the paper's displayed formula is lost):
+Lower bounds (our derivation: the paper's displayed formula is not legible in the text we have):
   (a) Lin (1991): JS(P,Q) ≤ ¼ [KL(P‖Q) + KL(Q‖P)]. Summed over ordered pairs, where every unordered
       pair appears in both directions, this gives  CCKL ≥ 2 · mean_{ordered pairs} JS(p_i, p_j).
       The constant is 2 because the ordered-pair mean of KL already counts both directions once each.

@@ -1,10 +1,11 @@
-"""Consistent and Inconsistent sets (AALP paper §2.2 and §4.5: Tables 1 and 4, Figs. 4 and 11).
+"""Consistent and Inconsistent sets (Wu et al., Adaptive Adversarial Logits Pairing, arXiv 2005.11904, §2.2 and
+§4.5: Tables 1 and 4, Figs. 4 and 11).
 
 Every point is attacked once and falls in exactly one group:
 
-- Inconsistent: clean-correct and adversarial-wrong [SRC];
-- Consistent: clean-correct and adversarial-correct [INF: the paper says "all correctly classified
-  samples"; we read it as correct both clean and under attack];
+- Inconsistent: clean-correct and adversarial-wrong (as the paper defines it);
+- Consistent: clean-correct and adversarial-correct [inferred] the paper says "all correctly classified
+  samples"; we read it as correct both clean and under attack;
 - clean_wrong: the rest, so that the three groups partition the points.
 
 Table 1 statistics per set: the average ground-truth confidence softmax(f(·))_y on the clean and on the

@@ -1,4 +1,4 @@
-"""Feature contribution (AALP paper Eq. 5, Figs. 1 and 7): how strongly the loss leans on each feature unit.
+"""Feature contribution (Wu et al., AALP, arXiv 2005.11904, Eq. 5, Figs. 1 and 7): how strongly the loss leans on each feature unit.
 
     C_d = mean_i | ∂CE(f(x_i), y_i) / ∂A_fc,id |     (one value per unit of the layer before the logits)
 

@@ -1,4 +1,4 @@
-"""Grad-CAM (Selvaraju et al. 2017; AALP paper Eq. 6, Figs. 2 and 8) of adversarial examples.
+"""Grad-CAM (Selvaraju et al. 2017; Wu et al., AALP, arXiv 2005.11904, Eq. 6, Figs. 2 and 8) of adversarial examples.
 
     α_k = mean_{u,v} ∂z_c/∂M_k,uv ;   CAM = ReLU( Σ_k α_k M_k )   upsampled (bilinear) to the input size
 

@@ -2,13 +2,14 @@
 Fano-type bound on downstream robust accuracy (Zhu, Zhang & Evans, ICML 2020).
 
 - Normal-case MI Î(X; g(X)): train a critic on (x, g(x)) over the training split for `epochs`
-  epochs, then evaluate its bound on the test split (algorithms.md §1.4).
+  epochs, then evaluate its bound on the test split (as Zhu et al. §5 estimate it).
 - Worst-case MI Î_ε(g): the same, but every critic step is preceded by the batch-level PGD that
   minimises the critic's estimate within the ε-ball (`infomax.minimise_mi`), and the test estimate
   re-attacks every test batch with the trained critic. Same critic, bound, epochs, batch size and
   learning rate as the normal case ("the same critic budget").
 - Representation vulnerability RV_ε = Î − Î_ε.
-- Robust-accuracy bound [MEM, algorithms.md §1.2]: with labels Y uniform over K classes and
+- Robust-accuracy bound [inferred] (the theorem's constants are reconstructed, not read from the paper's text):
+  with labels Y uniform over K classes and
   Y -> X -> g(X) (data processing), every downstream classifier f has
       adversarial accuracy(f∘g) <= (I_ε(g) + log 2) / log K      (nats throughout).
   We plug in the estimate Î_ε, so it is an empirical figure, not a guarantee: Î_ε is a lower-bound
@@ -40,7 +41,7 @@ from ..ui import progress_bar
 from .registry import ANALYSES, AnalysisContext
 
 BOUND_ASSUMPTIONS = ("labels uniform over K classes; Y -> X -> g(X) (data processing); constants of the theorem recalled "
-                     "from memory [MEM], not checked against the paper's PDF; Î_ε is an estimate, so the figure is not a guarantee")
+                     "reconstructed, not checked against the paper's text; Î_ε is an estimate, so the figure is not a guarantee")
 
 
 def robust_accuracy_bound(worst_case_mi: float, num_classes: int) -> float:

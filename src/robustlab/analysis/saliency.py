@@ -1,9 +1,10 @@
 """Saliency maps: the input gradient of the true-class logit, ∇_x f_y(x) (Simonyan et al. 2014), as
-Zhu et al. (paper 001, following Etmann et al. 2019) use to compare baseline and robust representations.
+Zhu, Zhang & Evans (ICML 2020, arXiv 2002.11798; following Etmann et al. 2019) use to compare baseline and
+robust representations.
 
 For a linear classifier on a frozen representation, f_y(x) = w_yᵀ g(x) + b_y, so the map is J_g(x)ᵀ w_y:
-a direction-specific saliency of the representation g itself [INF: the paper text does not say
-which scalar of the representation it differentiates]. `alignment` is Etmann et al.'s measure of
+a direction-specific saliency of the representation g itself [inferred] the paper text does not say
+which scalar of the representation it differentiates. `alignment` is Etmann et al.'s measure of
 how image-like a map is, here as a cosine: |<x, ∇>| / (‖x‖ ‖∇‖), in [0, 1]; `background_share` is
 the share of the map's energy on the dark background (for digits: off the stroke).
 `robustlab analyze RUN --what saliency` writes RUN/figures/saliency.png for one model.

@@ -3,7 +3,7 @@
 For logits z(x) ∈ R^K with Jacobian J = ∂z/∂x ∈ R^{K×n} (x the [0, 1] pixels; normalisation is inside
 the model) and p = softmax(z), the Fisher information of p(·|x) with respect to x is
 
-    F(x) = Σ_k p_k ∇log p_k ∇log p_kᵀ = Jᵀ A J,   A = diag(p) − p pᵀ          (Shi et al. §3.2; algorithms.md §4.5)
+    F(x) = Σ_k p_k ∇log p_k ∇log p_kᵀ = Jᵀ A J,   A = diag(p) − p pᵀ          (Shi et al., arXiv 1906.02494, §3.2)
 
 A is PSD with A·1 = 0, so rank F ≤ K − 1. With s = √p, A = B Bᵀ for B = diag(s)(I − s sᵀ), hence with the
 K×K Gram matrix G = J Jᵀ and M = Bᵀ G B (symmetric PSD, same non-zero spectrum as F):
