@@ -182,3 +182,8 @@ def test_a_model_left_near_chance_ends_with_a_warning(tmp_path, digits, capsys):
     train_run(cfg, tmp_path, dataset=digits, quiet=True)
     err = capsys.readouterr().err
     assert "near chance (10% for 10 classes)" in err and "clean validation accuracy" in err
+    # an unsupervised encoder's head is untrained by design: no warning for it
+    encoder = make_run_config({"dataset": "digits", "model": "basic_encoder", "method": "mi",
+                               "train": {"epochs": 1, "select": {"by": "last"}}})
+    result = train_run(encoder, tmp_path / "encoder", dataset=digits, quiet=True)
+    assert result.best_metrics["val_clean"] < 0.2 and "near chance" not in capsys.readouterr().err

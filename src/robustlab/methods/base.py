@@ -48,6 +48,7 @@ class Method(nn.Module):
 
     name = "method"
     needs_threat = True
+    supervised = True  # trains the classifier on the labels (False: a representation learnt without them)
     # a method that leaves some model parameters unused (e.g. the head, when it trains only the features)
     # needs DistributedDataParallel(find_unused_parameters=True) in a distributed run
     ddp_find_unused = False

@@ -38,6 +38,7 @@ class MIMax(Method):
     name = "mi"
     ddp_find_unused = True  # unsupervised: the model's head is never used
     needs_threat = False
+    supervised = False
 
     def __init__(
         self,

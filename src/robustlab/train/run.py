@@ -66,7 +66,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data
             write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg.model_dump(mode="json")))
         world.barrier()
         result = trainer.fit(resume=resume)
-    if world.is_main:
+    if world.is_main and method.supervised:  # an unsupervised encoder's head is untrained by design
         warn_if_near_chance(result, ds.num_classes)
     return result
 
