@@ -102,7 +102,7 @@ def open_safetensors(path: Path) -> Iterator[Any]:
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors file."""
     with open_safetensors(path) as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}  # noqa: SIM118 (safe_open is no dict)
 
 
 def load_weights(stem: Path) -> dict[str, torch.Tensor]:
@@ -117,8 +117,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     where = stem.with_suffix(".json")
     meta = read_json(where)
     try:
-        model = models.create(meta["arch"], meta["num_classes"], meta["in_channels"], meta["input_size"],
-                              tuple(meta["mean"]), tuple(meta["std"]), **meta.get("arch_kwargs", {}))
+        model = models.create(
+            meta["arch"],
+            meta["num_classes"],
+            meta["in_channels"],
+            meta["input_size"],
+            tuple(meta["mean"]),
+            tuple(meta["std"]),
+            **meta.get("arch_kwargs", {}),
+        )
     except KeyError as e:
         raise RobustlabError(f"{where}: missing field {e} (not a robustlab checkpoint?).") from None
     except RobustlabError as e:
@@ -134,8 +141,11 @@ def load_state_dict_checked(module: torch.nn.Module, state: dict[str, torch.Tens
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if own[k].shape != state[k].shape
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -149,6 +159,7 @@ def load_state_dict_checked(module: torch.nn.Module, state: dict[str, torch.Tens
 
 
 # --- nested training state in one safetensors file ---------------------------------------------
+
 
 def _flatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if torch.is_tensor(obj):
@@ -193,7 +204,7 @@ def state_epoch(path: str | Path) -> int:
     path = Path(path)
     with open_safetensors(path) as f:
         meta = f.metadata() or {}
-    items = dict((k, v) for k, v in _state_tree(path, meta)["__items__"])
+    items = dict(_state_tree(path, meta)["__items__"])
     return int(items["epoch"])
 
 

@@ -77,12 +77,19 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="robustlab", description="Train, attack and analyse adversarially robust models.")
+    parser = argparse.ArgumentParser(
+        prog="robustlab", description="Train, attack and analyse adversarially robust models."
+    )
     parser.add_argument("--version", action="version", version=f"robustlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train one model", description="Train one model (a run) and keep its best and last checkpoints.",
-                       epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help="train one model",
+        description="Train one model (a run) and keep its best and last checkpoints.",
+        epilog=EPILOG_TRAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", help="a run or study YAML (with a study, pick the run with --run)")
     p.add_argument("--run", help="label of the run to train from a study config")
     p.add_argument("--dataset", help="dataset name (see `robustlab list`)")
@@ -90,92 +97,178 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", help="training objective")
     p.add_argument("--threat", help="threat model, e.g. linf:8/255, linf:8px, l2:0.5")
     p.add_argument("--epochs", type=positive_int, help="number of epochs")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable), e.g. method.beta=3")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. method.beta=3",
+    )
     p.add_argument("--out", help="run directory (default runs/train/<dataset>-<model>-<method>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--eval", action="store_true", help="evaluate the selected model with the run's eval settings afterwards")
+    p.add_argument(
+        "--eval", action="store_true", help="evaluate the selected model with the run's eval settings afterwards"
+    )
     _common(p)
 
-    p = sub.add_parser("eval", help="evaluate a trained model under an attack suite",
-                       description="Evaluate a run directory or checkpoint: clean accuracy, accuracy under each attack, worst case.",
-                       epilog=EPILOG_EVAL, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a trained model under an attack suite",
+        description="Evaluate a run directory or checkpoint: clean accuracy, accuracy under each attack, worst case.",
+        epilog=EPILOG_EVAL,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("target", help="run directory or checkpoint (.safetensors/.json)")
-    p.add_argument("--suite", default=None, help="suite name (paper, quick, ...) or comma-separated attack specs (default: the run's eval.suite, else paper)")
+    p.add_argument(
+        "--suite",
+        default=None,
+        help="suite name (paper, quick, ...) or comma-separated attack specs (default: the run's eval.suite, "
+        "else paper)",
+    )
     p.add_argument("--threat", help="threat model (default: the one the model was trained for)")
     p.add_argument("--step", type=float, help="step size of iterative attacks (default eps/4)")
     _eval_data(p)
-    p.add_argument("--out", help="directory for eval.json / eval.md (default: the run directory, where a suite other than "
-                                 "the run's own writes eval_<suite>.json)")
+    p.add_argument(
+        "--out",
+        help="directory for eval.json / eval.md (default: the run directory, where a suite other than "
+        "the run's own writes eval_<suite>.json)",
+    )
     p.add_argument("--no-flags", action="store_true", help="skip the sanity flags")
     _common(p)
 
-    p = sub.add_parser("sweep", help="robustness curve: accuracy versus eps for one or more models",
-                       description="Evaluate each model under a suite at several radii and plot worst-case accuracy against eps.",
-                       epilog=EPILOG_SWEEP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "sweep",
+        help="robustness curve: accuracy versus eps for one or more models",
+        description="Evaluate each model under a suite at several radii and plot worst-case accuracy against eps.",
+        epilog=EPILOG_SWEEP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("targets", nargs="+", help="run directories or checkpoints")
-    p.add_argument("--eps", help="comma-separated radii in the models' norm, e.g. 0.05,0.1,0.2 or 2px,4px,8px "
-                                 "(default: 0.25, 0.5, 0.75, 1, 1.5 and 2 times the first model's eps)")
+    p.add_argument(
+        "--eps",
+        help="comma-separated radii in the models' norm, e.g. 0.05,0.1,0.2 or 2px,4px,8px "
+        "(default: 0.25, 0.5, 0.75, 1, 1.5 and 2 times the first model's eps)",
+    )
     p.add_argument("--suite", default="quick", help="suite name or comma-separated attack specs (default quick)")
     _eval_data(p)
-    p.add_argument("--out", help="directory for robustness_curve.png and sweep.json (default: the run directory, "
-                                 "or the runs' common parent directory)")
+    p.add_argument(
+        "--out",
+        help="directory for robustness_curve.png and sweep.json (default: the run directory, "
+        "or the runs' common parent directory)",
+    )
     _common(p)
 
-    p = sub.add_parser("study", help="train, evaluate and report a whole study",
-                       description="Run a study config end to end: train or reuse each run, evaluate it, write runs/<study>/report.md.")
+    p = sub.add_parser(
+        "study",
+        help="train, evaluate and report a whole study",
+        description="Run a study config end to end: train or reuse each run, evaluate it, "
+        "write runs/<study>/report.md.",
+    )
     p.add_argument("config", nargs="?", help="study YAML (default configs/digits.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key for every run (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key for every run (repeatable)",
+    )
     p.add_argument("--only", help="comma-separated run labels to run (default: all)")
     p.add_argument("--out", default="runs", help="root of the run directories (default runs)")
-    p.add_argument("--jobs", type=positive_int, default=None,
-                   help="runs trained and evaluated at once, in worker processes (default: one per CPU core up to 4; 1 on a GPU)")
-    p.add_argument("--nproc", type=positive_int, default=1,
-                   help="train each run with torch.distributed on this many processes (torchrun; one run at a time)")
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=None,
+        help="runs trained and evaluated at once, in worker processes (default: one per CPU core up to 4; 1 on a GPU)",
+    )
+    p.add_argument(
+        "--nproc",
+        type=positive_int,
+        default=1,
+        help="train each run with torch.distributed on this many processes (torchrun; one run at a time)",
+    )
     _common(p)
 
-    p = sub.add_parser("analyze", help="run diagnostics on a trained model",
-                       description="Run registered analyses on a trained run; results go to RUN/analysis/*.json and RUN/figures/.")
+    p = sub.add_parser(
+        "analyze",
+        help="run diagnostics on a trained model",
+        description="Run registered analyses on a trained run; results go to RUN/analysis/*.json and RUN/figures/.",
+    )
     p.add_argument("target", help="run directory or checkpoint")
     p.add_argument("--what", required=True, help="comma-separated analyses (see `robustlab list`)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="analysis option, e.g. n=500 (repeatable)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="analysis option, e.g. n=500 (repeatable)"
+    )
     p.add_argument("--seed", type=int, default=0)
     _common(p)
 
-    p = sub.add_parser("vq", help="train or evaluate a VQ autoencoder (DAT's discretiser)",
-                       description="Vector-quantised autoencoders: Q(x) = decode(nearest codes(encode(x))), the discretiser of DAT.",
-                       epilog=EPILOG_VQ, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "vq",
+        help="train or evaluate a VQ autoencoder (DAT's discretiser)",
+        description="Vector-quantised autoencoders: Q(x) = decode(nearest codes(encode(x))), the discretiser of DAT.",
+        epilog=EPILOG_VQ,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     vq_sub = p.add_subparsers(dest="vq_command", required=True, metavar="VQ_COMMAND")
-    q = vq_sub.add_parser("train", help="train a VQ autoencoder on a dataset's training split",
-                          description="Train a VQ autoencoder (reconstruction MSE + codebook + commitment loss, dead-code restarts) "
-                                      "on the training split; report validation PSNR, codebook perplexity and dead codes; "
-                                      "write OUT/vq.safetensors, OUT/vq.json and OUT/reconstructions.png.")
+    q = vq_sub.add_parser(
+        "train",
+        help="train a VQ autoencoder on a dataset's training split",
+        description="Train a VQ autoencoder (reconstruction MSE + codebook + commitment loss, dead-code restarts) "
+        "on the training split; report validation PSNR, codebook perplexity and dead codes; "
+        "write OUT/vq.safetensors, OUT/vq.json and OUT/reconstructions.png.",
+    )
     q.add_argument("--dataset", default="digits", help="dataset name (default digits)")
     q.add_argument("--out", help="output directory (default runs/vq/<dataset>)")
     q.add_argument("--epochs", type=positive_int, help="number of epochs (default 30)")
-    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="architecture / training option (repeatable): codebook_size, code_dim, ch, ch_mult, num_res_blocks, "
-                        "attn_resolutions, z_channels, num_groups, beta, epochs, batch_size, lr, restart_dead, seed")
+    q.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="architecture / training option (repeatable): codebook_size, code_dim, ch, ch_mult, num_res_blocks, "
+        "attn_resolutions, z_channels, num_groups, beta, epochs, batch_size, lr, restart_dead, seed",
+    )
     _common(q)
-    q = vq_sub.add_parser("eval", help="PSNR and codebook usage of a VQ checkpoint on a dataset",
-                          description="Measure a VQ checkpoint (ours, or a taming-transformers .ckpt) on a dataset split: "
-                                      "reconstruction PSNR, codebook perplexity, dead codes.")
-    q.add_argument("target", help="VQ checkpoint: a directory holding vq.safetensors/vq.json, either file, or a taming .ckpt")
+    q = vq_sub.add_parser(
+        "eval",
+        help="PSNR and codebook usage of a VQ checkpoint on a dataset",
+        description="Measure a VQ checkpoint (ours, or a taming-transformers .ckpt) on a dataset split: "
+        "reconstruction PSNR, codebook perplexity, dead codes.",
+    )
+    q.add_argument(
+        "target", help="VQ checkpoint: a directory holding vq.safetensors/vq.json, either file, or a taming .ckpt"
+    )
     q.add_argument("--dataset", default="digits", help="dataset name (default digits)")
     q.add_argument("--split", default="test", choices=["train", "val", "test"], help="data split (default test)")
     q.add_argument("--n", type=positive_int, help="use the first N images only")
-    q.add_argument("--vqgan-config", default="auto", help="architecture of a taming .ckpt: auto (default), vqgan_openimages_f8_16384, vqgan_imagenet_f16_16384")
+    q.add_argument(
+        "--vqgan-config",
+        default="auto",
+        help="architecture of a taming .ckpt: auto (default), vqgan_openimages_f8_16384, vqgan_imagenet_f16_16384",
+    )
     _common(q)
 
-    p = sub.add_parser("list", help="list datasets, models, methods, attacks, suites, analyses, report sections, corruptions",
-                       description="Without NAME: every registered name by kind. With NAME: what it is and its options with "
-                                   "their defaults (the keys a config or --set can give it).")
+    p = sub.add_parser(
+        "list",
+        help="list datasets, models, methods, attacks, suites, analyses, report sections, corruptions",
+        description="Without NAME: every registered name by kind. With NAME: what it is and its options with "
+        "their defaults (the keys a config or --set can give it).",
+    )
     p.add_argument("name", nargs="?", help="a registered name, e.g. trades, pgd, small_cnn, paper, fisher")
     _debug(p)
     return parser
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import RunConfig, deep_merge, load_study, load_yaml, make_run_config, parse_override, set_path, study_runs
+    from .config import (
+        RunConfig,
+        deep_merge,
+        load_study,
+        load_yaml,
+        make_run_config,
+        parse_override,
+        set_path,
+        study_runs,
+    )
     from .train import train_run
 
     sets = args.set
@@ -191,7 +284,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             if "runs" in file:
                 raise RobustlabError(f"{args.config} is a study config; pick one run with --run LABEL.")
             data = deep_merge(data, file)
-    cli = {k: v for k, v in (("dataset", args.dataset), ("model", args.model), ("method", args.method), ("threat", args.threat)) if v is not None}
+    cli = {
+        k: v
+        for k, v in (("dataset", args.dataset), ("model", args.model), ("method", args.method), ("threat", args.threat))
+        if v is not None
+    }
     if args.epochs is not None:
         cli["train"] = {"epochs": args.epochs}
     data = deep_merge(data, cli)
@@ -203,14 +300,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_run(cfg, out, resume=args.resume, data_root=args.data_root, quiet=args.quiet, device=args.device)
     if not _is_main_process():
         return 0
-    print(f"trained {out}: selected epoch {result.best_epoch}, " + ", ".join(
-        f"{k} {v:.4f}" for k, v in result.best_metrics.items() if k.startswith("val_")))
+    print(
+        f"trained {out}: selected epoch {result.best_epoch}, "
+        + ", ".join(f"{k} {v:.4f}" for k, v in result.best_metrics.items() if k.startswith("val_"))
+    )
     if args.eval:
+        from .distributed import resolve_device
         from .evaluate import print_table
         from .study import evaluate_run
-        from .distributed import resolve_device
 
-        res = evaluate_run(cfg, out, data_root=args.data_root, device=resolve_device(args.device or cfg.device), quiet=args.quiet)
+        res = evaluate_run(
+            cfg, out, data_root=args.data_root, device=resolve_device(args.device or cfg.device), quiet=args.quiet
+        )
         print_table({out.name: res})
     return 0
 
@@ -232,7 +333,9 @@ def _suite_arg(text: str | list) -> str | list:
         return text
     specs = [t.strip() for t in text.split(",") if t.strip()]
     if not specs:
-        raise RobustlabError(f"--suite {text!r} names no attack. Suites: {', '.join(SUITES.names())}; or comma-separated attack specs.")
+        raise RobustlabError(
+            f"--suite {text!r} names no attack. Suites: {', '.join(SUITES.names())}; or comma-separated attack specs."
+        )
     single = len(specs) == 1 and "," not in text
     for spec in specs:
         try:
@@ -241,8 +344,10 @@ def _suite_arg(text: str | list) -> str | list:
             close = attacks.closest_spec(spec, SUITES.names() if single else None)
             where = f"suite or attack {spec!r}" if single else f"attack {spec!r} in --suite {text!r}"
             suites = f"Suites: {', '.join(SUITES.names())}; attacks" if single else "Attacks"
-            raise RobustlabError(f"unknown {where}.{did_you_mean(close)} {suites}: {', '.join(attacks.names())} "
-                                 f"(an attack may take -STEPS, e.g. pgd-20; several are comma-separated).") from None
+            raise RobustlabError(
+                f"unknown {where}.{did_you_mean(close)} {suites}: {', '.join(attacks.names())} "
+                f"(an attack may take -STEPS, e.g. pgd-20; several are comma-separated)."
+            ) from None
     return specs
 
 
@@ -282,10 +387,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else stem.parent
     split = ds.split(args.split).head(args.n)
     with RunLock(out) if world.is_main else contextlib.nullcontext():
-        result = evaluate(model, split, threat, suite, step=args.step if args.step is not None else run_eval.get("step"),
-                          step_ratio=run_eval.get("step_ratio", 0.25), batch_size=args.batch_size, seed=args.seed,
-                          device=device, quiet=args.quiet, num_classes=ds.num_classes, flags=flags,
-                          state_path=out / f"{name}_state", world=world)
+        result = evaluate(
+            model,
+            split,
+            threat,
+            suite,
+            step=args.step if args.step is not None else run_eval.get("step"),
+            step_ratio=run_eval.get("step_ratio", 0.25),
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=device,
+            quiet=args.quiet,
+            num_classes=ds.num_classes,
+            flags=flags,
+            state_path=out / f"{name}_state",
+            world=world,
+        )
         if not world.is_main:
             return 0
         result.save(out, name)
@@ -295,16 +412,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from .distributed import resolve_device
     from .sweep import parse_eps, plot, sweep
     from .threat import ThreatModel
-    from .distributed import resolve_device
 
     suite = _suite_arg(args.suite)
     device = resolve_device(args.device or "auto")
     strays = [t for t in args.targets if not Path(t).exists() and t.replace(".", "", 1).replace("/", "", 1).isdigit()]
     if strays:
-        raise RobustlabError(f"sweep: {', '.join(strays)} is not a run directory; radii go after --eps as one comma-separated "
-                             f"list, e.g. --eps 0.05,0.1,0.2.")
+        raise RobustlabError(
+            f"sweep: {', '.join(strays)} is not a run directory; radii go after --eps as one comma-separated "
+            f"list, e.g. --eps 0.05,0.1,0.2."
+        )
     loaded = [_load_target(t, args.data_root, device) for t in args.targets]
     missing = [str(stem) for stem, _, meta, _, _ in loaded if not meta.get("threat")]
     if missing:
@@ -312,24 +431,44 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     threats = [ThreatModel.parse(meta["threat"]) for _, _, meta, _, _ in loaded]
     norm = threats[0].norm
     if any(t.norm != norm for t in threats):
-        raise RobustlabError(f"sweep: the models were trained for different norms ({', '.join(sorted({t.norm for t in threats}))}); "
-                             f"sweep models of one norm at a time.")
+        raise RobustlabError(
+            f"sweep: the models were trained for different norms ({', '.join(sorted({t.norm for t in threats}))}); "
+            f"sweep models of one norm at a time."
+        )
     radii = parse_eps(args.eps, norm) if args.eps else [f * threats[0].eps for f in (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)]
     parents = {stem.parent for stem, *_ in loaded}
-    out = Path(args.out) if args.out else (parents.pop() if len(parents) == 1 else Path(os.path.commonpath([str(p) for p in parents])))
+    out = (
+        Path(args.out)
+        if args.out
+        else (parents.pop() if len(parents) == 1 else Path(os.path.commonpath([str(p) for p in parents])))
+    )
     with RunLock(out):
         curves = {}
         for stem, model, _, ds, run_eval in loaded:
             name = stem.parent.name
             if not args.quiet:
                 print(f"{name}: {args.suite} at {len(radii)} radii")
-            curves[name] = sweep(model, ds.split(args.split).head(args.n), norm, radii, suite,
-                                 step_ratio=run_eval.get("step_ratio", 0.25), batch_size=args.batch_size, seed=args.seed,
-                                 device=device, num_classes=ds.num_classes, quiet=args.quiet)
+            curves[name] = sweep(
+                model,
+                ds.split(args.split).head(args.n),
+                norm,
+                radii,
+                suite,
+                step_ratio=run_eval.get("step_ratio", 0.25),
+                batch_size=args.batch_size,
+                seed=args.seed,
+                device=device,
+                num_classes=ds.num_classes,
+                quiet=args.quiet,
+            )
         write_text_atomic(out / "sweep.json", json.dumps(curves, indent=2))
         n = next(iter(curves.values()))["n"]
-        plot(curves, out / "robustness_curve.png", title=f"worst case over suite {args.suite!r}, {n} {args.split} points",
-             mark=threats[0].eps if len({t.eps for t in threats}) == 1 else None)
+        plot(
+            curves,
+            out / "robustness_curve.png",
+            title=f"worst case over suite {args.suite!r}, {n} {args.split} points",
+            mark=threats[0].eps if len({t.eps for t in threats}) == 1 else None,
+        )
     for name, c in curves.items():
         print(f"{name}: " + ", ".join(f"{e:.4g}: {100 * a:.1f}%" for e, a in zip(c["eps"], c["worst_case"])))
     print(f"wrote {out / 'robustness_curve.png'} and {out / 'sweep.json'}")
@@ -340,8 +479,17 @@ def cmd_study(args: argparse.Namespace) -> int:
     from .study import run_study
 
     only = [s.strip() for s in args.only.split(",")] if args.only else None
-    report = run_study(args.config, overrides=args.set, out_root=args.out, data_root=args.data_root, device=args.device,
-                       quiet=args.quiet, only=only, jobs=args.jobs, nproc=args.nproc)
+    report = run_study(
+        args.config,
+        overrides=args.set,
+        out_root=args.out,
+        data_root=args.data_root,
+        device=args.device,
+        quiet=args.quiet,
+        only=only,
+        jobs=args.jobs,
+        nproc=args.nproc,
+    )
     print(f"wrote {report}")
     return 0
 
@@ -351,8 +499,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import ANALYSES, AnalysisContext
     from .checkpoint import load_model, resolve_checkpoint
     from .config import parse_override
-    from .threat import ThreatModel
     from .distributed import resolve_device
+    from .threat import ThreatModel
 
     names = [w.strip() for w in args.what.split(",") if w.strip()]
     for name in names:
@@ -366,7 +514,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     model, meta = load_model(stem, device)
     ds_meta = meta["dataset"]
     ds = data.load(ds_meta["name"], root=args.data_root, **ds_meta.get("options", {}))
-    ctx = AnalysisContext(model, ds, ThreatModel.parse(meta["threat"]), stem.parent, meta, device, seed=args.seed, quiet=args.quiet)
+    ctx = AnalysisContext(
+        model, ds, ThreatModel.parse(meta["threat"]), stem.parent, meta, device, seed=args.seed, quiet=args.quiet
+    )
     with RunLock(stem.parent):
         for name in names:
             accepted = set(ANALYSES.options(name, skip=("ctx",)))
@@ -405,9 +555,17 @@ def _registries():
     from .train import CALLBACKS
 
     shape = ("num_classes", "in_channels", "input_size", "mean", "std")
-    return [("dataset", data.DATASETS, ("root",)), ("model", models.MODELS, shape), ("method", methods.METHODS, ("threat",)),
-            ("attack", attacks.ATTACKS, ("threat", *attacks.PROGRAMMATIC)), ("suite", SUITES, ()), ("analysis", ANALYSES, ("ctx",)),
-            ("callback", CALLBACKS, ()), ("report section", SECTIONS, ("ctx",)), ("corruption", CORRUPTIONS, ())]
+    return [
+        ("dataset", data.DATASETS, ("root",)),
+        ("model", models.MODELS, shape),
+        ("method", methods.METHODS, ("threat",)),
+        ("attack", attacks.ATTACKS, ("threat", *attacks.PROGRAMMATIC)),
+        ("suite", SUITES, ()),
+        ("analysis", ANALYSES, ("ctx",)),
+        ("callback", CALLBACKS, ()),
+        ("report section", SECTIONS, ("ctx",)),
+        ("corruption", CORRUPTIONS, ()),
+    ]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -444,8 +602,8 @@ def cmd_vq(args: argparse.Namespace) -> int:
 
     from . import data
     from .config import parse_override, validation_message
-    from .report.dat import image_rows
     from .distributed import resolve_device
+    from .report.dat import image_rows
     from .vq import VQTrainConfig, evaluate_vq, load_vq, save_vq, train_vq
 
     device = resolve_device(args.device or "auto")
@@ -469,17 +627,29 @@ def cmd_vq(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs/vq") / args.dataset
     with RunLock(out):
         vq, metrics = train_vq(ds.train, ds.val, cfg, device=device, quiet=args.quiet)
-        save_vq(out / "vq", vq, {"train_config": cfg.model_dump(mode="json"), "dataset": args.dataset, "metrics": metrics})
+        save_vq(
+            out / "vq", vq, {"train_config": cfg.model_dump(mode="json"), "dataset": args.dataset, "metrics": metrics}
+        )
         x = ds.test.x[:12].to(device)
         with torch.no_grad():
             image_rows({"x": x, "Q(x)": vq.reconstruct(x)}, out / "reconstructions.png")
-    print(f"wrote {out / 'vq.safetensors'}: val PSNR {metrics['psnr']:.2f} dB, perplexity {metrics['perplexity']:.1f}, "
-          f"dead codes {metrics['dead_codes']}/{cfg.codebook_size} (usage {100 * metrics['usage']:.0f} %), {metrics['train_seconds']:.0f} s")
+    print(
+        f"wrote {out / 'vq.safetensors'}: val PSNR {metrics['psnr']:.2f} dB, perplexity {metrics['perplexity']:.1f}, "
+        f"dead codes {metrics['dead_codes']}/{cfg.codebook_size} (usage {100 * metrics['usage']:.0f} %), "
+        f"{metrics['train_seconds']:.0f} s"
+    )
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "study": cmd_study, "analyze": cmd_analyze, "vq": cmd_vq,
-            "list": cmd_list}
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "sweep": cmd_sweep,
+    "study": cmd_study,
+    "analyze": cmd_analyze,
+    "vq": cmd_vq,
+    "list": cmd_list,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,7 +670,9 @@ def main(argv: list[str] | None = None) -> int:
     where = f"robustlab {args.command}"
     try:
         code = COMMANDS[args.command](args)
-        if shutdown() and torchrun_rank:  # under torchrun: all ranks leave the process group together, then exit at once: Gloo's
+        if (
+            shutdown() and torchrun_rank
+        ):  # under torchrun: all ranks leave the process group together, then exit at once: Gloo's
             sys.stdout.flush()  # threads can still hold tensors, and the interpreter's teardown then aborts the rank
             sys.stderr.flush()  # (SIGABRT, "terminate called without an active exception") after its work is done
             os._exit(code)
@@ -520,8 +692,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, OSError):  # the file system said no: a full disk, a missing permission, ...
             print(f"{where}: error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
             return 2
-        print(f"{where}: internal error ({type(e).__name__}: {' '.join(str(e).split())}); this is a robustlab bug: please report it with the "
-              f"traceback that --debug (or ROBUSTLAB_DEBUG=1) prints.", file=sys.stderr)
+        print(
+            f"{where}: internal error ({type(e).__name__}: {' '.join(str(e).split())}); this is a robustlab bug: "
+            "please report it with the "
+            f"traceback that --debug (or ROBUSTLAB_DEBUG=1) prints.",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -39,7 +39,7 @@ class Component(Strict):
         return dict(self.model_extra or {})
 
     @classmethod
-    def of(cls, value: Any) -> "Component":
+    def of(cls, value: Any) -> Component:
         return value if isinstance(value, Component) else cls.model_validate(_component_dict(value))
 
 
@@ -102,7 +102,9 @@ class TrainConfig(Strict):
     grad_clip: float | None = Field(None, gt=0)
     select: SelectConfig = Field(default_factory=SelectConfig)
     seed: int = 0
-    ddp_find_unused: bool = False  # DistributedDataParallel(find_unused_parameters=...), for methods that skip parameters
+    ddp_find_unused: bool = (
+        False  # DistributedDataParallel(find_unused_parameters=...), for methods that skip parameters
+    )
     # autocast of each training step (the method's forward passes and its training attack); input gradients
     # stay float32 (the attack's iterate is a float32 leaf). fp16 needs CUDA and uses a gradient scaler.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -212,7 +214,7 @@ class RunConfig(Strict):
         return v
 
     @model_validator(mode="after")
-    def _batch_size(self) -> "RunConfig":
+    def _batch_size(self) -> RunConfig:
         if self.train.batch_size is None:
             self.train.batch_size = default_batch_size(self.dataset.name)
         return self
@@ -225,7 +227,7 @@ class RunConfig(Strict):
         """A hash of everything that changes training (not evaluation settings or the device)."""
         return hashlib.sha256(json.dumps(self._training_fields(), sort_keys=True).encode()).hexdigest()[:16]
 
-    def training_differences(self, other: "RunConfig") -> list[str]:
+    def training_differences(self, other: RunConfig) -> list[str]:
         """The dotted keys whose values differ between the two configs in what changes training."""
         return _differences(self._training_fields(), other._training_fields())
 
@@ -256,6 +258,7 @@ class StudyConfig(Strict):
 
 # --- loading and overrides ---------------------------------------------------------------------
 
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
@@ -270,7 +273,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """"train.epochs=5" -> (["train", "epochs"], 5); the value is parsed as YAML."""
+    """ "train.epochs=5" -> (["train", "epochs"], 5); the value is parsed as YAML."""
     if "=" not in text:
         raise RobustlabError(f"--set {text!r}: write KEY=VALUE, e.g. --set train.epochs=5.")
     key, value = text.split("=", 1)
@@ -283,13 +286,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         return path, yaml.safe_load(value)
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or "not valid YAML"
-        raise RobustlabError(f"--set {text!r}: the value is read as YAML and {value!r} is not valid YAML ({problem}); "
-                             f"quote strings and close brackets, e.g. --set 'train.optimizer.betas=[0.9, 0.99]'.") from None
+        raise RobustlabError(
+            f"--set {text!r}: the value is read as YAML and {value!r} is not valid YAML ({problem}); "
+            f"quote strings and close brackets, e.g. --set 'train.optimizer.betas=[0.9, 0.99]'."
+        ) from None
 
 
 def set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
     node: Any = data
-    for i, part in enumerate(path[:-1]):
+    for part in path[:-1]:
         if isinstance(node, list):
             node = node[_index(node, part, path)]
             continue
@@ -354,7 +359,9 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         if field is None:
             return []
         ann = field.annotation
-        cur = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        cur = next(
+            (a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
         if cur is None:
             return []
     return sorted(getattr(cur, "model_fields", {}))
@@ -409,7 +416,9 @@ def study_runs(study: StudyConfig) -> list[tuple[str, str, RunConfig]]:
         for keys, value in getattr(study, "_run_overrides", []):
             set_path(merged, keys, value)
         if label in seen:
-            raise RobustlabError(f"study {study.name!r}: two runs are labelled {label!r}; give each run a unique `label`.")
+            raise RobustlabError(
+                f"study {study.name!r}: two runs are labelled {label!r}; give each run a unique `label`."
+            )
         seen.add(label)
         out.append((label, group, make_run_config(merged, f"study {study.name!r} run {i} ({label})")))
     return out

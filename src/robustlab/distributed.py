@@ -49,7 +49,7 @@ class World:
         return self.size > 1
 
     @classmethod
-    def from_env(cls, device: str = "auto") -> tuple["World", torch.device]:
+    def from_env(cls, device: str = "auto") -> tuple[World, torch.device]:
         """Join the process group torchrun set up (if any); returns (world, this rank's device)."""
         size = int(os.environ.get("WORLD_SIZE", "1"))
         if size <= 1:

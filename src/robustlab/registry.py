@@ -36,7 +36,9 @@ def _describe_validation_error(where: str, err: pydantic.ValidationError, allowe
     return f"{where}: " + "; ".join(parts) + f". Allowed options: {', '.join(allowed) or '(none)'}."
 
 
-def validate_kwargs(where: str, fn: Callable[..., Any], kwargs: dict[str, Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+def validate_kwargs(
+    where: str, fn: Callable[..., Any], kwargs: dict[str, Any], skip: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Validate and coerce `kwargs` against `fn`'s keyword parameters (those not in `skip`)."""
     sig = inspect.signature(fn, eval_str=True)
     fields: dict[str, Any] = {}
@@ -112,7 +114,9 @@ class Registry(Generic[T]):
         factory = self.get(name)
         programmatic = {k: kwargs.pop(k) for k in skip if k in kwargs}
         target = factory.__init__ if inspect.isclass(factory) else factory
-        clean = validate_kwargs(f"{self.kind} {name!r}", target, kwargs, skip=skip + _positional_names(target, len(args)))
+        clean = validate_kwargs(
+            f"{self.kind} {name!r}", target, kwargs, skip=skip + _positional_names(target, len(args))
+        )
         return factory(*args, **clean, **programmatic)
 
     def options(self, name: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -132,7 +136,9 @@ def _positional_names(fn: Callable[..., Any], n: int) -> tuple[str, ...]:
     return tuple(p.name for p in params[:n])
 
 
-def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> None:
+def check_range(
+    name: str, value: float, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False
+) -> None:
     """Raise a RobustlabError unless lo <= value <= hi (lo < value with lo_open)."""
     bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
     bad_hi = hi is not None and value > hi

@@ -54,7 +54,7 @@ class RunLock:
         self._fd: int | None = None
         self._created = False  # the directory did not exist before acquire()
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.acquire()
         return self
 
@@ -77,8 +77,10 @@ class RunLock:
             if pid is not None and pid in _ancestors():
                 return  # our parent (a study, torchrun's launcher) holds it for us
             what = f"pid {pid}: {holder.split(' ', 1)[1] if ' ' in holder else '?'}" if pid else "pid unknown"
-            raise RobustlabError(f"{self.dir} is being written by another robustlab process ({what}); one writer per "
-                                 f"directory: wait for it to finish, stop it, or use another directory.") from None
+            raise RobustlabError(
+                f"{self.dir} is being written by another robustlab process ({what}); one writer per "
+                f"directory: wait for it to finish, stop it, or use another directory."
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {self.command}\n".encode())
         self._fd = fd
@@ -122,8 +124,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno in _DISK_FULL:
-            raise RobustlabError(f"no space left on the device while writing {path}; the previous {path.name} (if any) is "
-                                 f"intact. Free some space and run the same command again.") from None
+            raise RobustlabError(
+                f"no space left on the device while writing {path}; the previous {path.name} (if any) is "
+                f"intact. Free some space and run the same command again."
+            ) from None
         raise
 
 

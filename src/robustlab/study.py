@@ -20,12 +20,12 @@ import torch
 from . import __version__
 from . import checkpoint as ckpt
 from .config import RunConfig, StudyConfig, load_study, study_runs
+from .distributed import resolve_device
 from .errors import RobustlabError
 from .evaluate import EvalResult, evaluate, flag_lines, resolve_suite
 from .processes import die_with_parent, launch_kwargs
 from .report import SECTIONS, RunRecord, StudyContext
 from .rundir import LOCK_FILE, locked, write_text_atomic
-from .distributed import resolve_device
 from .train import build_run, train_run
 from .ui import console
 
@@ -59,22 +59,37 @@ def eval_entries(cfg: RunConfig) -> list[tuple[str, str | list, int | None]]:
     """(file stem, suite, max_samples) of a run's evaluations: the main suite (eval.json), then each
     extra suite (eval_<name>.json) on the first max_samples points of the same split."""
     e = cfg.eval
-    return [("eval", e.suite, e.max_samples)] + [(f"eval_{x.label}", x.suite, x.max_samples or e.max_samples) for x in e.extra_suites]
+    return [("eval", e.suite, e.max_samples)] + [
+        (f"eval_{x.label}", x.suite, x.max_samples or e.max_samples) for x in e.extra_suites
+    ]
 
 
 def eval_settings(cfg: RunConfig, suite: str | list, max_samples: int | None, fingerprint: str) -> dict[str, Any]:
     e = cfg.eval
-    return {"suite": resolve_suite(suite), "threat": str(cfg.threat_model), "step": e.step, "step_ratio": e.step_ratio,
-            "split": e.split, "max_samples": max_samples, "seed": e.seed, "model": fingerprint}
+    return {
+        "suite": resolve_suite(suite),
+        "threat": str(cfg.threat_model),
+        "step": e.step,
+        "step_ratio": e.step_ratio,
+        "split": e.split,
+        "max_samples": max_samples,
+        "seed": e.seed,
+        "model": fingerprint,
+    }
 
 
 def extra_evals(cfg: RunConfig, run_dir: Path) -> dict[str, EvalResult]:
     """The run's finished extra-suite evaluations by name (eval_<name>.json files)."""
-    return {x.label: EvalResult.load(run_dir, f"eval_{x.label}") for x in cfg.eval.extra_suites
-            if (run_dir / f"eval_{x.label}.json").exists()}
+    return {
+        x.label: EvalResult.load(run_dir, f"eval_{x.label}")
+        for x in cfg.eval.extra_suites
+        if (run_dir / f"eval_{x.label}.json").exists()
+    }
 
 
-def evaluate_run(cfg: RunConfig, run_dir: Path, *, data_root: str | None, device: torch.device, quiet: bool, dataset=None) -> EvalResult:
+def evaluate_run(
+    cfg: RunConfig, run_dir: Path, *, data_root: str | None, device: torch.device, quiet: bool, dataset=None
+) -> EvalResult:
     """Evaluate a run's selected model with its eval config: the main suite (eval.json, returned), each
     extra suite (eval_<name>.json) and the sanity flags (stored with the main result). Parts whose
     settings match eval_settings.json are reused; an interrupted part resumes from its state file."""
@@ -93,7 +108,9 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, *, data_root: str | None, device
     def model_and_split():
         if not cache:
             ds = dataset if dataset is not None else data.load(cfg.dataset.name, root=data_root, **cfg.dataset.options)
-            cache.update(model=ckpt.load_model(run_dir, device)[0], split=ds.split(cfg.eval.split), num_classes=ds.num_classes)
+            cache.update(
+                model=ckpt.load_model(run_dir, device)[0], split=ds.split(cfg.eval.split), num_classes=ds.num_classes
+            )
         return cache["model"], cache["split"], cache["num_classes"]
 
     e = cfg.eval
@@ -103,9 +120,21 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, *, data_root: str | None, device
             results[stem] = EvalResult.load(run_dir, stem)
             continue
         model, split, k = model_and_split()
-        results[stem] = evaluate(model, split.head(max_samples), cfg.threat_model, suite, step=e.step, step_ratio=e.step_ratio,
-                                 batch_size=e.batch_size, seed=e.seed, device=device, quiet=quiet, num_classes=k,
-                                 state_path=run_dir / f"{stem}_state", precision=e.precision)
+        results[stem] = evaluate(
+            model,
+            split.head(max_samples),
+            cfg.threat_model,
+            suite,
+            step=e.step,
+            step_ratio=e.step_ratio,
+            batch_size=e.batch_size,
+            seed=e.seed,
+            device=device,
+            quiet=quiet,
+            num_classes=k,
+            state_path=run_dir / f"{stem}_state",
+            precision=e.precision,
+        )
         results[stem].save(run_dir, stem)
         done[stem] = new[stem]
         done.pop("flags", None)
@@ -113,8 +142,17 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, *, data_root: str | None, device
     primary = results["eval"]
     if e.flags.enabled and ("flags" not in done or not primary.flags):
         model, split, k = model_and_split()
-        primary.flags = sanity.check(model, split.head(e.max_samples), cfg.threat_model, list(results.values()), e.flags,
-                                     num_classes=k, seed=e.seed, device=device, batch_size=e.batch_size)
+        primary.flags = sanity.check(
+            model,
+            split.head(e.max_samples),
+            cfg.threat_model,
+            list(results.values()),
+            e.flags,
+            num_classes=k,
+            seed=e.seed,
+            device=device,
+            batch_size=e.batch_size,
+        )
         primary.save(run_dir)
         if not quiet:
             console.print(flag_lines(primary.flags).strip(), markup=False)
@@ -130,7 +168,10 @@ def dependencies(runs: list[tuple[str, str, RunConfig]]) -> dict[str, set[str]]:
     """For each run, the runs of the study it needs first: those its callbacks name with a `run` option
     (e.g. `init_from: {run: encoder}`)."""
     labels = {label for label, _, _ in runs}
-    return {label: {str(c.options["run"]) for c in cfg.callbacks if str(c.options.get("run")) in labels} for label, _, cfg in runs}
+    return {
+        label: {str(c.options["run"]) for c in cfg.callbacks if str(c.options.get("run")) in labels}
+        for label, _, cfg in runs
+    }
 
 
 _WORKER_DATA: dict[str, Any] = {}
@@ -149,7 +190,13 @@ class DistributedLauncher:
     """Trains one run of a study under torchrun on `nproc` processes (`robustlab train --run LABEL`)."""
 
     def __init__(self, config: Path, overrides: list[str], nproc: int, data_root: str | None, device: str):
-        self.config, self.overrides, self.nproc, self.data_root, self.device = config, overrides, nproc, data_root, device
+        self.config, self.overrides, self.nproc, self.data_root, self.device = (
+            config,
+            overrides,
+            nproc,
+            data_root,
+            device,
+        )
 
     def __call__(self, label: str, run_dir: Path, resume: bool, quiet: bool) -> None:
         import socket
@@ -160,19 +207,59 @@ class DistributedLauncher:
         with socket.socket() as s:  # a free port for this launch's rendezvous
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(self.nproc),
-               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "-m", "robustlab", "--", "train",
-               "--config", str(self.config), "--run", label, "--out", str(run_dir), "--device", self.device]
-        cmd += [a for o in self.overrides for a in ("--set", o)] + (["--resume"] if resume else []) + (["--quiet"] if quiet else [])
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "1",
+            "--nproc_per_node",
+            str(self.nproc),
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            f"127.0.0.1:{port}",
+            "-m",
+            "robustlab",
+            "--",
+            "train",
+            "--config",
+            str(self.config),
+            "--run",
+            label,
+            "--out",
+            str(run_dir),
+            "--device",
+            self.device,
+        ]
+        cmd += (
+            [a for o in self.overrides for a in ("--set", o)]
+            + (["--resume"] if resume else [])
+            + (["--quiet"] if quiet else [])
+        )
         cmd += ["--data-root", self.data_root] if self.data_root else []
-        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE, text=True, **launch_kwargs())
+        proc = subprocess.run(
+            cmd, stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE, text=True, **launch_kwargs()
+        )
         if proc.returncode != 0:
-            raise RobustlabError(f"run {label!r}: distributed training on {self.nproc} processes failed "
-                                 f"(exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+            raise RobustlabError(
+                f"run {label!r}: distributed training on {self.nproc} processes failed "
+                f"(exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+            )
 
 
-def _train_and_evaluate(cfg: RunConfig, run_dir: Path, state: str, data_root: str | None, device: str, quiet: bool,
-                        threads: int | None = None, cache: dict[str, Any] | None = None, launch=None, label: str = "") -> float:
+def _train_and_evaluate(
+    cfg: RunConfig,
+    run_dir: Path,
+    state: str,
+    data_root: str | None,
+    device: str,
+    quiet: bool,
+    threads: int | None = None,
+    cache: dict[str, Any] | None = None,
+    launch=None,
+    label: str = "",
+) -> float:
     """Train (or resume) one run unless it is done, then evaluate it; returns the training seconds."""
     if threads is not None:
         torch.set_num_threads(threads)
@@ -192,9 +279,18 @@ def default_jobs(device: torch.device) -> int:
     return 1 if device.type != "cpu" else max(1, min(4, os.cpu_count() or 1))
 
 
-def run_study(config: str | Path | None = None, *, overrides: list[str] = (), out_root: str | Path = "runs",
-              data_root: str | None = None, device: str | None = None, quiet: bool = False,
-              only: list[str] | None = None, jobs: int | None = None, nproc: int = 1) -> Path:
+def run_study(
+    config: str | Path | None = None,
+    *,
+    overrides: list[str] = (),
+    out_root: str | Path = "runs",
+    data_root: str | None = None,
+    device: str | None = None,
+    quiet: bool = False,
+    only: list[str] | None = None,
+    jobs: int | None = None,
+    nproc: int = 1,
+) -> Path:
     """Run the study and write runs/<study>/report.md; returns the report path.
 
     With `jobs` > 1, runs train and evaluate in that many worker processes at once (each with its
@@ -208,12 +304,14 @@ def run_study(config: str | Path | None = None, *, overrides: list[str] = (), ou
     if only:
         unknown = sorted(set(only) - {label for label, _, _ in runs})
         if unknown:
-            raise RobustlabError(f"--only {unknown}: no such run; runs of {study.name!r}: {', '.join(l for l, _, _ in runs)}.")
+            raise RobustlabError(
+                f"--only {unknown}: no such run; runs of {study.name!r}: {', '.join(label for label, _, _ in runs)}."
+            )
         runs = [r for r in runs if r[0] in only]
     out_dir = Path(out_root) / study.name
     datasets: dict[str, Any] = {}
     # build every run first: a bad name or option fails before any training starts
-    for label, _, cfg in runs:
+    for _, _, cfg in runs:
         build_run(cfg, dataset=_dataset(cfg, data_root, datasets))
     for spec in study.sections:
         SECTIONS.get(spec if isinstance(spec, str) else spec.get("name"))
@@ -241,8 +339,9 @@ def run_study(config: str | Path | None = None, *, overrides: list[str] = (), ou
         for label, group, cfg in runs:
             run_dir = out_dir / label
             record = RunRecord(label, group, cfg, run_dir, train_seconds=seconds[label], reused=states[label] == "done")
-            record.eval = evaluate_run(cfg, run_dir, data_root=data_root, device=dev, quiet=True,
-                                       dataset=_dataset(cfg, data_root, datasets))
+            record.eval = evaluate_run(
+                cfg, run_dir, data_root=data_root, device=dev, quiet=True, dataset=_dataset(cfg, data_root, datasets)
+            )
             record.extra = extra_evals(cfg, run_dir)
             records.append(record)
         body = _sections(study, StudyContext(study, out_dir, records, dev, quiet=quiet, data_root=data_root), quiet)
@@ -260,7 +359,9 @@ def _sections(study: StudyConfig, ctx: StudyContext, quiet: bool) -> list[str]:
     behind them take minutes)."""
     body = []
     for i, spec in enumerate(study.sections):
-        name, options = (spec, {}) if isinstance(spec, str) else (spec["name"], {k: v for k, v in spec.items() if k != "name"})
+        name, options = (
+            (spec, {}) if isinstance(spec, str) else (spec["name"], {k: v for k, v in spec.items() if k != "name"})
+        )
         t0 = time.perf_counter()
         section = SECTIONS.create(name, ctx, **options)
         if section:
@@ -270,7 +371,9 @@ def _sections(study: StudyConfig, ctx: StudyContext, quiet: bool) -> list[str]:
     return body
 
 
-def _execute(runs, states, out_dir: Path, data_root, device: str, quiet: bool, jobs: int, datasets, launch=None) -> dict[str, float]:
+def _execute(
+    runs, states, out_dir: Path, data_root, device: str, quiet: bool, jobs: int, datasets, launch=None
+) -> dict[str, float]:
     """Train and evaluate every run, in order, `jobs` at a time; returns each run's training seconds."""
     deps = dependencies(runs)
     order = {label: i for i, (label, _, _) in enumerate(runs)}
@@ -279,9 +382,21 @@ def _execute(runs, states, out_dir: Path, data_root, device: str, quiet: bool, j
         seconds = {}
         for i, (label, _, cfg) in enumerate(runs):
             if not quiet:
-                console.rule(f"[{i + 1}/{n}] {label}: {cfg.method.name} on {cfg.dataset.name} / {cfg.model.name}, {cfg.threat_model}")
-            seconds[label] = _train_and_evaluate(cfg, out_dir / label, states[label], data_root, device, quiet, cache=datasets,
-                                                 launch=launch, label=label)
+                console.rule(
+                    f"[{i + 1}/{n}] {label}: {cfg.method.name} on {cfg.dataset.name} / {cfg.model.name}, "
+                    f"{cfg.threat_model}"
+                )
+            seconds[label] = _train_and_evaluate(
+                cfg,
+                out_dir / label,
+                states[label],
+                data_root,
+                device,
+                quiet,
+                cache=datasets,
+                launch=launch,
+                label=label,
+            )
         return seconds
     import concurrent.futures as cf
     import multiprocessing as mp
@@ -291,13 +406,18 @@ def _execute(runs, states, out_dir: Path, data_root, device: str, quiet: bool, j
     seconds: dict[str, float] = {}
     running: dict[cf.Future, str] = {}
     # workers end with this process, however it ends (they would otherwise train on as orphans)
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=die_with_parent,
-                                initargs=(os.getpid(),)) as pool:
+    with cf.ProcessPoolExecutor(
+        max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         while pending or running:
             ready = sorted((lb for lb in pending if deps[lb] <= seconds.keys()), key=order.get)
             for label in ready[: jobs - len(running)]:
                 cfg = pending.pop(label)
-                running[pool.submit(_train_and_evaluate, cfg, out_dir / label, states[label], data_root, device, True, threads)] = label
+                running[
+                    pool.submit(
+                        _train_and_evaluate, cfg, out_dir / label, states[label], data_root, device, True, threads
+                    )
+                ] = label
             if not running:
                 raise RobustlabError(f"runs {sorted(pending)} wait for runs that are not in the study.")
             done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
@@ -315,20 +435,30 @@ def _execute(runs, states, out_dir: Path, data_root, device: str, quiet: bool, j
     return seconds
 
 
-def header(study: StudyConfig, records: list[RunRecord], seconds: float, device: torch.device, jobs: int = 1,
-           only: list[str] | None = None) -> str:
+def header(
+    study: StudyConfig,
+    records: list[RunRecord],
+    seconds: float,
+    device: torch.device,
+    jobs: int = 1,
+    only: list[str] | None = None,
+) -> str:
     first = records[0]
     reused = sum(r.reused for r in records)
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     lines = [f"# Study `{study.name}`", ""]
     if only:
-        lines += [f"**Partial report**: only the runs {', '.join(only)} (`--only`); `report.md` is the whole study's.", ""]
+        lines += [
+            f"**Partial report**: only the runs {', '.join(only)} (`--only`); `report.md` is the whole study's.",
+            "",
+        ]
     if study.description:
         lines += [study.description.strip(), ""]
     lines += [
         f"- data: {first.config.dataset.name}; model(s): {', '.join(sorted({r.config.model.name for r in records}))}; "
         f"threat model: {first.config.threat_model}",
-        f"- runs: {len(records)} ({reused} reused from an earlier invocation); wall time of this invocation: {seconds:.0f} s "
+        f"- runs: {len(records)} ({reused} reused from an earlier invocation); wall time of this invocation: "
+        f"{seconds:.0f} s "
         f"on {device} ({jobs} run(s) at a time, {os.cpu_count()} cores, {platform.processor() or platform.machine()})",
         f"- robustlab {__version__}, torch {torch.__version__}, written {when}",
         "- model selection: validation split carved from train; the test split is used only for the tables below.",

@@ -19,7 +19,7 @@ from .threat import ThreatModel
 
 
 def parse_eps(text: str, norm: str) -> list[float]:
-    """"0.05,0.1,8px,8/255" -> radii in the `norm` (each token parsed like a threat model's eps)."""
+    """ "0.05,0.1,8px,8/255" -> radii in the `norm` (each token parsed like a threat model's eps)."""
     tokens = [t.strip() for t in text.split(",") if t.strip()]
     if not tokens:
         raise RobustlabError(f"--eps {text!r}: give comma-separated radii, e.g. 0.05,0.1,0.2 or 2px,4px,8px.")
@@ -40,14 +40,32 @@ def sweep(
     num_classes: int | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """{"norm", "suite", "n", "eps": [0, ...], "worst_case": [...], "attacks": {label: [...]}} (accuracies in [0, 1])."""
+    """{"norm", "suite", "n", "eps": [0, ...], "worst_case": [...], "attacks": {label: [...]}}, accuracies
+    in [0, 1]."""
     radii = sorted(r for r in radii if r > 0)
     if not radii:
         raise RobustlabError("a sweep needs at least one radius > 0.")
-    curve: dict[str, Any] = {"norm": norm, "suite": suite, "n": len(split), "eps": [0.0], "worst_case": [], "attacks": {}}
+    curve: dict[str, Any] = {
+        "norm": norm,
+        "suite": suite,
+        "n": len(split),
+        "eps": [0.0],
+        "worst_case": [],
+        "attacks": {},
+    }
     for eps in radii:
-        result = evaluate(model, split, ThreatModel(norm, eps), suite, step_ratio=step_ratio, batch_size=batch_size, seed=seed,
-                          device=device, num_classes=num_classes, quiet=True)
+        result = evaluate(
+            model,
+            split,
+            ThreatModel(norm, eps),
+            suite,
+            step_ratio=step_ratio,
+            batch_size=batch_size,
+            seed=seed,
+            device=device,
+            num_classes=num_classes,
+            quiet=True,
+        )
         if not curve["worst_case"]:
             curve["worst_case"].append(result.clean)
             curve["attacks"] = {label: [result.clean] for label in result.attacks}
@@ -69,7 +87,15 @@ def plot(curves: dict[str, dict[str, Any]], path: Path, title: str = "", mark: f
     plt = plots.plt
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     for i, (name, c) in enumerate(curves.items()):
-        ax.plot(c["eps"], [100 * a for a in c["worst_case"]], marker="o", ms=3.5, lw=1.6, color=plots.COLORS[i % 10], label=name)
+        ax.plot(
+            c["eps"],
+            [100 * a for a in c["worst_case"]],
+            marker="o",
+            ms=3.5,
+            lw=1.6,
+            color=plots.COLORS[i % 10],
+            label=name,
+        )
     if mark is not None:
         ax.axvline(mark, color="0.5", ls=":", lw=1, label=f"training ε = {mark:g}")
     ax.set_xlabel(f"ε ({next(iter(curves.values()))['norm']})")

@@ -35,7 +35,7 @@ class ThreatModel:
             )
 
     @classmethod
-    def parse(cls, spec: "str | ThreatModel") -> "ThreatModel":
+    def parse(cls, spec: str | ThreatModel) -> ThreatModel:
         """Parse "linf:8/255", "linf:8px" (= 8/255), "linf:0.3" or "l2:0.5"."""
         if isinstance(spec, ThreatModel):
             return spec
@@ -85,7 +85,7 @@ class ThreatModel:
         """Per-sample bool: is the perturbation inside the ball (up to atol)?"""
         return self.norms(delta) <= self.eps + atol
 
-    def scaled(self, factor: float) -> "ThreatModel":
+    def scaled(self, factor: float) -> ThreatModel:
         """The same norm with eps multiplied by `factor` (linf capped at 1)."""
         eps = self.eps * factor
         return ThreatModel(self.norm, min(eps, 1.0) if self.norm == "linf" else eps)

@@ -42,7 +42,7 @@ class TrainProgress:
         self.bar = progress_bar(disable)
         self.task = None
 
-    def __enter__(self) -> "TrainProgress":
+    def __enter__(self) -> TrainProgress:
         self.bar.__enter__()
         return self
 
@@ -63,4 +63,6 @@ class TrainProgress:
         train = {k[6:]: v for k, v in record.items() if k.startswith("train_")}
         val = "  ".join(f"{k} {record[k]:.3f}" for k in ("val_clean", "val_robust") if k in record)
         star = " *" if best is not None and best.get("epoch") == record["epoch"] else ""
-        console.print(f"epoch {record['epoch']:>3}/{self.epochs}  {_fmt(train)}  {val}  ({record['time_s']:.1f}s){star}")
+        console.print(
+            f"epoch {record['epoch']:>3}/{self.epochs}  {_fmt(train)}  {val}  ({record['time_s']:.1f}s){star}"
+        )

@@ -70,7 +70,7 @@ def cca(x: np.ndarray, y: np.ndarray, *, dim: int | None = 5, reg: float = 0.0) 
 @torch.no_grad()
 def features(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """forward_features of x (N×C×H×W) in batches, N×D on the CPU."""
-    return torch.cat([model.forward_features(x[i:i + batch_size]).cpu() for i in range(0, len(x), batch_size)])
+    return torch.cat([model.forward_features(x[i : i + batch_size]).cpu() for i in range(0, len(x), batch_size)])
 
 
 def run_vectors(meta: dict[str, Any]) -> str:
@@ -86,17 +86,30 @@ def sample(ctx: AnalysisContext, split: str, n: int | None) -> tuple[torch.Tenso
     return s.x[idx].to(ctx.device), s.y[idx].to(ctx.device)
 
 
-def adversarial(ctx: AnalysisContext, x: torch.Tensor, y: torch.Tensor, attack: str, batch_size: int = 500) -> torch.Tensor:
+def adversarial(
+    ctx: AnalysisContext, x: torch.Tensor, y: torch.Tensor, attack: str, batch_size: int = 500
+) -> torch.Tensor:
     """x attacked by `attack` (a spec, e.g. pgd-20) at the run's threat model, in batches."""
     from ..attacks import build
 
     atk = build(attack, ctx.threat, seed=ctx.seed)
-    return torch.cat([atk(ctx.model, x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    return torch.cat(
+        [atk(ctx.model, x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    )
 
 
 @ANALYSES.register("cca")
-def cca_analysis(ctx: AnalysisContext, vectors: str | None = None, n: int = 500, dim: int = 5, reg: float = 0.0,
-                 attack: str = "pgd-20", split: str = "test", controls: int = 5, figure: bool = True) -> dict[str, Any]:
+def cca_analysis(
+    ctx: AnalysisContext,
+    vectors: str | None = None,
+    n: int = 500,
+    dim: int = 5,
+    reg: float = 0.0,
+    attack: str = "pgd-20",
+    split: str = "test",
+    controls: int = 5,
+    figure: bool = True,
+) -> dict[str, Any]:
     """CCA of forward_features vs class word vectors for `n` seeded natural and PGD images (paper Fig. 1).
 
     vectors: word-vector source (default: the run's scarl vectors, else minilm); dim: PCA components per view
@@ -111,8 +124,16 @@ def cca_analysis(ctx: AnalysisContext, vectors: str | None = None, n: int = 500,
     ctx.model.eval()
     x, y = sample(ctx, split, n)
     x_adv = adversarial(ctx, x, y, attack)
-    out: dict[str, Any] = {"vectors": spec, "n": len(y), "dim": dim, "reg": reg, "attack": attack, "split": split,
-                           "threat": str(ctx.threat), "seed": ctx.seed}
+    out: dict[str, Any] = {
+        "vectors": spec,
+        "n": len(y),
+        "dim": dim,
+        "reg": reg,
+        "attack": attack,
+        "split": split,
+        "threat": str(ctx.threat),
+        "seed": ctx.seed,
+    }
     rng = np.random.default_rng(ctx.seed)
     random_words = [rng.normal(size=words.shape) for _ in range(controls)]
     labels = y.cpu().numpy()
@@ -123,8 +144,12 @@ def cca_analysis(ctx: AnalysisContext, vectors: str | None = None, n: int = 500,
         res = cca(z.numpy(), words[labels], dim=dim or None, reg=reg)
         results[setting] = res
         control = [cca(z.numpy(), w[labels], dim=dim or None, reg=reg).correlations[0] for w in random_words]
-        out[setting] = {"correlations": [float(c) for c in res.correlations], "first": float(res.correlations[0]),
-                        "control_first": float(np.mean(control)) if control else None, "accuracy": acc}
+        out[setting] = {
+            "correlations": [float(c) for c in res.correlations],
+            "first": float(res.correlations[0]),
+            "control_first": float(np.mean(control)) if control else None,
+            "accuracy": acc,
+        }
     if figure:
         out["figure"] = str(_scatter(results, y.cpu().numpy(), ctx.figure_path("cca.png"), ctx.dataset.class_names))
     return out
@@ -142,7 +167,9 @@ def _scatter(results: dict[str, CCAResult], y: np.ndarray, path, class_names: li
     for ax, (setting, res) in zip(axes[0], results.items()):
         for c in np.unique(y):
             m = y == c
-            ax.scatter(res.x_variates[m, 0], res.y_variates[m, 0], s=7, alpha=0.6, color=colors[c % 10], label=class_names[c])
+            ax.scatter(
+                res.x_variates[m, 0], res.y_variates[m, 0], s=7, alpha=0.6, color=colors[c % 10], label=class_names[c]
+            )
         ax.set_title(f"{setting}: r₁ = {res.correlations[0]:.3f}")
         ax.set_xlabel("visual canonical variate 1")
         ax.set_ylabel("word canonical variate 1")

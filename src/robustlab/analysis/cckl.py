@@ -42,8 +42,8 @@ from torch import nn
 
 from ..attacks.fisher import logit_jacobian
 from ..models import eval_mode
-from .registry import ANALYSES, AnalysisContext
 from .figures import pyplot, save_figure
+from .registry import ANALYSES, AnalysisContext
 
 LOG2 = math.log(2.0)
 
@@ -54,7 +54,9 @@ def predict_log_probs(model: nn.Module, x: torch.Tensor, batch_size: int = 512) 
         return torch.cat([F.log_softmax(model(xb).double(), 1) for xb in x.split(batch_size)])
 
 
-def _cross_pair_mean(pair_fn: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, rows: torch.Tensor, block: int) -> float:
+def _cross_pair_mean(
+    pair_fn: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, rows: torch.Tensor, block: int
+) -> float:
     """Mean of pair_fn(r) (a len(r)×N matrix for row indices r) over the ordered pairs (i, j), i in `rows`,
     with y_i ≠ y_j."""
     total = torch.zeros((), dtype=torch.float64, device=y.device)
@@ -103,8 +105,9 @@ def label_js_bound(log_probs: torch.Tensor, y: torch.Tensor, block: int = 512) -
     return 2 * _cross_pair_mean(term, y, torch.arange(y.shape[0], device=y.device), block)
 
 
-def pairwise_js_bound(log_probs: torch.Tensor, y: torch.Tensor, *, rows: int | None = None, seed: int = 0,
-                      block: int = 64) -> float:
+def pairwise_js_bound(
+    log_probs: torch.Tensor, y: torch.Tensor, *, rows: int | None = None, seed: int = 0, block: int = 64
+) -> float:
     """Bound (a) of the module doc, 2·mean JS(p_i, p_j). It costs N²·K logarithms, so with `rows` < N it
     is averaged over `rows` seeded anchor samples i against all j (an estimate); None: exact."""
     lp = log_probs.double()
@@ -123,7 +126,9 @@ def pairwise_js_bound(log_probs: torch.Tensor, y: torch.Tensor, *, rows: int | N
     return 2 * _cross_pair_mean(js, y, sampled, block)
 
 
-def sample_cross_pairs(y: torch.Tensor, anchors: int, partners: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_cross_pairs(
+    y: torch.Tensor, anchors: int, partners: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(anchor indices A, partner indices A×P): seeded anchors without replacement, and for each
     `partners` distinct samples of another class (P = min(partners, fewest other-class samples))."""
     n = y.shape[0]
@@ -135,9 +140,17 @@ def sample_cross_pairs(y: torch.Tensor, anchors: int, partners: int, generator: 
     return idx, scores.topk(k, dim=1).indices
 
 
-def cckl_decomposition(model: nn.Module, x: torch.Tensor, y: torch.Tensor, log_probs: torch.Tensor, *,
-                       anchors: int = 64, partners: int = 256, seed: int = 0, batch_size: int = 32,
-                       ) -> dict[str, torch.Tensor]:
+def cckl_decomposition(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    log_probs: torch.Tensor,
+    *,
+    anchors: int = 64,
+    partners: int = 256,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> dict[str, torch.Tensor]:
     """Per-pair KL, quadratic Fisher term ½ΔᵀF(x_i)Δ and remainder over a seeded sample of pairs.
 
     x: N×C×H×W, y: N, log_probs: the model's N×K log-probabilities of x. Returns float64 tensors of
@@ -150,7 +163,7 @@ def cckl_decomposition(model: nn.Module, x: torch.Tensor, y: torch.Tensor, log_p
     quad = []
     flat = x.flatten(1)
     for start in range(0, len(anchor), batch_size):
-        a, b = anchor[start:start + batch_size], partner[start:start + batch_size]
+        a, b = anchor[start : start + batch_size], partner[start : start + batch_size]
         _, jac = logit_jacobian(model, x[a])  # A'×K×n
         jvp = torch.einsum("akn,apn->apk", jac, flat[b] - flat[a, None, :]).double()  # JΔ, A'×P×K
         pa = p[a, None, :]
@@ -160,40 +173,80 @@ def cckl_decomposition(model: nn.Module, x: torch.Tensor, y: torch.Tensor, log_p
     return {"anchor": anchor, "partner": partner, "kl": kl, "fisher": fisher, "remainder": kl - fisher}
 
 
-def cckl_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, anchors: int = 64, partners: int = 256,
-                 pairwise_js: bool = True, js_rows: int | None = 1000, seed: int = 0, batch_size: int = 256,
-                 figure: Path | None = None) -> dict[str, Any]:
+def cckl_summary(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    anchors: int = 64,
+    partners: int = 256,
+    pairwise_js: bool = True,
+    js_rows: int | None = 1000,
+    seed: int = 0,
+    batch_size: int = 256,
+    figure: Path | None = None,
+) -> dict[str, Any]:
     """Accuracy, exact CCKL, its label-JS lower bound, the pairwise-JS bound (when `pairwise_js`, over
     `js_rows` seeded anchors) and the sampled Fisher / remainder decomposition, as plain floats;
     `figure`: also draw KL against ½ΔᵀFΔ per sampled pair there."""
     t0 = time.perf_counter()
     lp = predict_log_probs(model, x, batch_size)
-    out: dict[str, Any] = {"n": int(x.shape[0]), "accuracy": float((lp.argmax(1) == y).double().mean()), "cckl": cckl(lp, y)}
+    out: dict[str, Any] = {
+        "n": int(x.shape[0]),
+        "accuracy": float((lp.argmax(1) == y).double().mean()),
+        "cckl": cckl(lp, y),
+    }
     out["bound_label_js"] = label_js_bound(lp, y)
     if pairwise_js:
         out["bound_pairwise_js"] = pairwise_js_bound(lp, y, rows=js_rows, seed=seed)
     d = cckl_decomposition(model, x, y, lp, anchors=anchors, partners=partners, seed=seed)
     kl, fisher = d["kl"].flatten(), d["fisher"].flatten()
-    out.update({
-        "seed": seed, "anchors": int(d["anchor"].numel()), "pairs": int(kl.numel()),
-        "cckl_sampled": float(kl.mean()), "fisher_term": float(fisher.mean()), "remainder": float((kl - fisher).mean()),
-        "pairs_fisher_exceeds_kl": float((fisher > kl).double().mean()), "seconds": time.perf_counter() - t0,
-    })
+    out.update(
+        {
+            "seed": seed,
+            "anchors": int(d["anchor"].numel()),
+            "pairs": int(kl.numel()),
+            "cckl_sampled": float(kl.mean()),
+            "fisher_term": float(fisher.mean()),
+            "remainder": float((kl - fisher).mean()),
+            "pairs_fisher_exceeds_kl": float((fisher > kl).double().mean()),
+            "seconds": time.perf_counter() - t0,
+        }
+    )
     if figure is not None:
         _pair_figure(kl.cpu(), fisher.cpu(), figure, title=f"{out['pairs']} sampled cross-category pairs")
     return out
 
 
 @ANALYSES.register("cckl")
-def cckl_analysis(ctx: AnalysisContext, split: str = "test", n: int | None = None, anchors: int = 64, partners: int = 256,
-                  js_rows: int | None = 1000, batch_size: int = 256) -> dict[str, Any]:
+def cckl_analysis(
+    ctx: AnalysisContext,
+    split: str = "test",
+    n: int | None = None,
+    anchors: int = 64,
+    partners: int = 256,
+    js_rows: int | None = 1000,
+    batch_size: int = 256,
+) -> dict[str, Any]:
     """CCKL over all cross-category pairs of the split (its first `n` samples), its two JS lower bounds,
     (the pairwise-JS one over `js_rows` seeded anchors when the split is larger), and the Fisher /
     remainder decomposition over `anchors` × `partners` seeded pairs (figure
     figures/cckl_pairs.png: KL against ½ΔᵀFΔ per pair)."""
     data = ctx.dataset.split(split).head(n).to(ctx.device)
-    return {"split": split, **cckl_summary(ctx.model, data.x, data.y, anchors=anchors, partners=partners, js_rows=js_rows,
-                                           seed=ctx.seed, batch_size=batch_size, figure=ctx.figure_path("cckl_pairs.png"))}
+    return {
+        "split": split,
+        **cckl_summary(
+            ctx.model,
+            data.x,
+            data.y,
+            anchors=anchors,
+            partners=partners,
+            js_rows=js_rows,
+            seed=ctx.seed,
+            batch_size=batch_size,
+            figure=ctx.figure_path("cckl_pairs.png"),
+        ),
+    }
 
 
 def _pair_figure(kl: torch.Tensor, fisher: torch.Tensor, path: Path, title: str) -> None:

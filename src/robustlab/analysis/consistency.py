@@ -36,14 +36,15 @@ from ..methods.alp import logit_pairing
 from ..models import eval_mode
 from ..rundir import atomic_path, write_text_atomic
 from ..train import CALLBACKS, Callback
-from .registry import ANALYSES, AnalysisContext
 from .figures import pyplot, save_figure
+from .registry import ANALYSES, AnalysisContext
 
 SETS = ("consistent", "inconsistent", "clean_wrong")
 
 
-def paired_outputs(model: nn.Module, split: Split, attack: Callable[..., torch.Tensor], *, batch_size: int = 500,
-                   seed: int = 0) -> dict[str, np.ndarray]:
+def paired_outputs(
+    model: nn.Module, split: Split, attack: Callable[..., torch.Tensor], *, batch_size: int = 500, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Per point (arrays of length N): clean_conf, adv_conf, ce_clean, ce_adv, alp, clean_correct, adv_correct.
 
     `attack(model, x, y, generator=...)` makes the adversarial examples; the model is evaluated in eval mode.
@@ -56,9 +57,13 @@ def paired_outputs(model: nn.Module, split: Split, attack: Callable[..., torch.T
             with torch.no_grad():
                 lc, la = model(torch.cat([x, x_adv])).chunk(2)
             out = {
-                "clean_conf": ground_truth_probability(lc, y), "adv_conf": ground_truth_probability(la, y),
-                "ce_clean": F.cross_entropy(lc, y, reduction="none"), "ce_adv": F.cross_entropy(la, y, reduction="none"),
-                "alp": logit_pairing(lc, la), "clean_correct": lc.argmax(1) == y, "adv_correct": la.argmax(1) == y,
+                "clean_conf": ground_truth_probability(lc, y),
+                "adv_conf": ground_truth_probability(la, y),
+                "ce_clean": F.cross_entropy(lc, y, reduction="none"),
+                "ce_adv": F.cross_entropy(la, y, reduction="none"),
+                "alp": logit_pairing(lc, la),
+                "clean_correct": lc.argmax(1) == y,
+                "adv_correct": la.argmax(1) == y,
             }
             for k, v in out.items():
                 parts.setdefault(k, []).append(v.cpu())
@@ -76,10 +81,18 @@ def set_statistics(out: dict[str, np.ndarray]) -> dict[str, dict[str, float | in
     stats: dict[str, dict[str, float | int | None]] = {}
     for i, name in enumerate(SETS):
         sel = labels == i
-        mean = (lambda a: float(a[sel].mean()) if sel.any() else None)  # noqa: E731
-        stats[name] = {"count": int(sel.sum()), "proportion": float(sel.mean()) if labels.size else 0.0,
-                       "clean_conf": mean(out["clean_conf"]), "adv_conf": mean(out["adv_conf"]),
-                       "ce": mean(0.5 * (out["ce_clean"] + out["ce_adv"])), "alp": mean(out["alp"])}
+
+        def mean(a: np.ndarray, sel: np.ndarray = sel) -> float | None:
+            return float(a[sel].mean()) if sel.any() else None
+
+        stats[name] = {
+            "count": int(sel.sum()),
+            "proportion": float(sel.mean()) if labels.size else 0.0,
+            "clean_conf": mean(out["clean_conf"]),
+            "adv_conf": mean(out["adv_conf"]),
+            "ce": mean(0.5 * (out["ce_clean"] + out["ce_adv"])),
+            "alp": mean(out["alp"]),
+        }
     return stats
 
 
@@ -94,8 +107,15 @@ def plot_confidence_scatter(panels: dict[str, dict[str, np.ndarray]], path: Path
         labels = set_labels(np.asarray(out["clean_correct"]), np.asarray(out["adv_correct"]))
         for i, s in enumerate(SETS):
             sel = labels == i
-            ax.scatter(np.asarray(out["clean_conf"])[sel], np.asarray(out["adv_conf"])[sel], s=7, alpha=0.6,
-                       color=SET_COLORS[s], label=f"{s} ({int(sel.sum())})", linewidths=0)
+            ax.scatter(
+                np.asarray(out["clean_conf"])[sel],
+                np.asarray(out["adv_conf"])[sel],
+                s=7,
+                alpha=0.6,
+                color=SET_COLORS[s],
+                label=f"{s} ({int(sel.sum())})",
+                linewidths=0,
+            )
         ax.plot([0, 1], [0, 1], color="k", lw=0.8, ls="--")
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
@@ -123,17 +143,27 @@ def plot_alp_by_set(curves: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 @ANALYSES.register("consistency")
-def run_consistency(ctx: AnalysisContext, split: Literal["test", "val", "train"] = "test", n: int | None = None,
-                    attack: str = "pgd-10", batch_size: int = 500) -> dict[str, Any]:
+def run_consistency(
+    ctx: AnalysisContext,
+    split: Literal["test", "val", "train"] = "test",
+    n: int | None = None,
+    attack: str = "pgd-10",
+    batch_size: int = 500,
+) -> dict[str, Any]:
     """Table 1 / Table 4 statistics of the sets under `attack` on `n` points of `split`, per-point confidences,
     and the scatter plot figures/consistency_scatter.png."""
     data = ctx.dataset.split(split).head(n).to(ctx.device)
     atk = build_attack(attack, ctx.threat, seed=ctx.seed, num_classes=getattr(ctx.model, "num_classes", None))
     out = paired_outputs(ctx.model, data, atk, batch_size=batch_size, seed=ctx.seed)
     plot_confidence_scatter({ctx.run_dir.name: out}, ctx.figure_path("consistency_scatter.png"))
-    return {"split": split, "n": len(data), "attack": attack, "sets": set_statistics(out),
-            **{k: np.round(out[k], 5).tolist() for k in ("clean_conf", "adv_conf")},
-            **{k: out[k].tolist() for k in ("clean_correct", "adv_correct")}}
+    return {
+        "split": split,
+        "n": len(data),
+        "attack": attack,
+        "sets": set_statistics(out),
+        **{k: np.round(out[k], 5).tolist() for k in ("clean_conf", "adv_conf")},
+        **{k: out[k].tolist() for k in ("clean_correct", "adv_correct")},
+    }
 
 
 @CALLBACKS.register("alp_loss_by_set")
@@ -147,8 +177,14 @@ class ALPLossBySet(Callback):
     a resumed run continues the record.
     """
 
-    def __init__(self, split: Literal["val", "test"] = "val", n: int | None = None, attack: str | None = None,
-                 batch_size: int = 500, seed: int = 0):
+    def __init__(
+        self,
+        split: Literal["val", "test"] = "val",
+        n: int | None = None,
+        attack: str | None = None,
+        batch_size: int = 500,
+        seed: int = 0,
+    ):
         self.split, self.n, self.attack_spec, self.batch_size, self.seed = split, n, attack, batch_size, seed
         self.rows: dict[str, list[np.ndarray]] = {}
 
@@ -160,8 +196,9 @@ class ALPLossBySet(Callback):
     def on_train_start(self, trainer) -> None:
         self.points = trainer.dataset.split(self.split).head(self.n).to(trainer.device)
         if self.attack_spec is not None or trainer.method.train_attack is None:
-            self.attack = build_attack(self.attack_spec or "pgd-10", trainer.threat, seed=self.seed,
-                                       num_classes=trainer.dataset.num_classes)
+            self.attack = build_attack(
+                self.attack_spec or "pgd-10", trainer.threat, seed=self.seed, num_classes=trainer.dataset.num_classes
+            )
         else:
             self.attack = trainer.method.train_attack
         keys = ("alp", "clean_correct", "adv_correct")
@@ -185,8 +222,13 @@ class ALPLossBySet(Callback):
             return
         alp = np.stack(self.rows["alp"])
         labels = set_labels(self.rows["clean_correct"][-1], self.rows["adv_correct"][-1])
-        result: dict[str, Any] = {"split": self.split, "n": int(alp.shape[1]), "attack": repr(self.attack),
-                                  "epochs": list(range(1, alp.shape[0] + 1)), "counts": {}}
+        result: dict[str, Any] = {
+            "split": self.split,
+            "n": int(alp.shape[1]),
+            "attack": repr(self.attack),
+            "epochs": list(range(1, alp.shape[0] + 1)),
+            "counts": {},
+        }
         for i, name in enumerate(SETS[:2]):
             sel = labels == i
             result["counts"][name] = int(sel.sum())

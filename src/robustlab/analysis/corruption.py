@@ -3,7 +3,8 @@ severity, and — against a baseline — CE, mCE and relative mCE (robustlab.cor
 
     robustlab analyze runs/digits/dat --what corruption
     robustlab analyze runs/digits/dat --what corruption --set baseline=runs/digits/standard
-    robustlab analyze runs/imagenet/dat --what corruption --set source=imagenet_c --set path=/data/ImageNet-C --set baseline=alexnet
+    robustlab analyze runs/imagenet/dat --what corruption --set source=imagenet_c --set path=/data/ImageNet-C \
+        --set baseline=alexnet
 
 `baseline` is "alexnet" (the published ImageNet-C errors) or a run directory whose
 analysis/corruption.json was computed with the same settings.
@@ -37,9 +38,19 @@ def corruption(
     from ..corruptions.metrics import alexnet_baseline, mce
 
     data = ctx.dataset.split(split).head(n)
-    result = C.corruption_accuracy(ctx.model, data, corruptions=corruptions, severities=tuple(severities), seed=ctx.seed,
-                                   batch_size=batch_size, source=source, path=path, class_names=ctx.dataset.class_names,
-                                   root=root, quiet=ctx.quiet)
+    result = C.corruption_accuracy(
+        ctx.model,
+        data,
+        corruptions=corruptions,
+        severities=tuple(severities),
+        seed=ctx.seed,
+        batch_size=batch_size,
+        source=source,
+        path=path,
+        class_names=ctx.dataset.class_names,
+        root=root,
+        quiet=ctx.quiet,
+    )
     result.update(split=split, seed=ctx.seed)
     if baseline is not None:
         base = alexnet_baseline() if baseline == "alexnet" else load_baseline(baseline, result)
@@ -72,11 +83,16 @@ def load_baseline(run_dir: str, like: dict[str, Any]) -> dict[str, Any]:
     """A baseline run's analysis/corruption.json, checked to use the same images (split, n, seed, source)."""
     path = Path(run_dir) / "analysis" / "corruption.json"
     if not path.exists():
-        raise RobustlabError(f"baseline {run_dir}: {path} not found; run `robustlab analyze {run_dir} --what corruption` "
-                             f"with the same settings first, or use baseline=alexnet for ImageNet-C.")
+        raise RobustlabError(
+            f"baseline {run_dir}: {path} not found; run `robustlab analyze {run_dir} --what corruption` "
+            f"with the same settings first, or use baseline=alexnet for ImageNet-C."
+        )
     base = json.loads(path.read_text())
     keys = ("n", "severities", "source", "split", "seed")
     differ = [k for k in keys if base.get(k) != like.get(k)]
     if differ:
-        raise RobustlabError(f"baseline {path} was computed with other settings ({', '.join(f'{k}={base.get(k)!r} vs {like.get(k)!r}' for k in differ)}).")
+        raise RobustlabError(
+            f"baseline {path} was computed with other settings "
+            f"({', '.join(f'{k}={base.get(k)!r} vs {like.get(k)!r}' for k in differ)})."
+        )
     return base

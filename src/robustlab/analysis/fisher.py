@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks.fisher import InputFisher, fisher_step, input_fisher
-from .registry import ANALYSES, AnalysisContext
 from .figures import pyplot, save_figure
+from .registry import ANALYSES, AnalysisContext
 
 
 def fisher_norms(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> dict[str, torch.Tensor]:
@@ -39,8 +39,9 @@ def fisher_norms(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> di
     return {"trace": fi.trace, "frobenius": fi.frobenius, "spectral": fi.spectral, "rank": rank}
 
 
-def fisher_attack_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: list[float], *, seed: int = 0,
-                        batch_size: int = 128) -> list[dict[str, float]]:
+def fisher_attack_check(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: list[float], *, seed: int = 0, batch_size: int = 128
+) -> list[dict[str, float]]:
     """Per l2 radius ε: the Taylor check and the Fisher attack against a random direction (see module doc).
 
     Keys: "taylor_ratio_median" (and q10, q90; KL along the better of ±u without clipping / ½ε²λ_max),
@@ -62,18 +63,31 @@ def fisher_attack_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
             _, z_f, kl_f = fisher_step(model, xb, fi.direction, e, clean)
             _, z_r, kl_r = fisher_step(model, xb, rnd, e, clean)
             r = rows[e]
-            for key, v in (("taylor", kl_taylor / (0.5 * e * e * fi.spectral).clamp_min(1e-300)), ("kl_fisher", kl_f),
-                           ("kl_random", kl_r), ("ge", kl_f >= kl_r), ("flip_fisher", (z_f.argmax(1) != yb)[correct]),
-                           ("flip_random", (z_r.argmax(1) != yb)[correct])):
+            for key, v in (
+                ("taylor", kl_taylor / (0.5 * e * e * fi.spectral).clamp_min(1e-300)),
+                ("kl_fisher", kl_f),
+                ("kl_random", kl_r),
+                ("ge", kl_f >= kl_r),
+                ("flip_fisher", (z_f.argmax(1) != yb)[correct]),
+                ("flip_random", (z_r.argmax(1) != yb)[correct]),
+            ):
                 r.setdefault(key, []).append(v.double().cpu())
     out = []
     for e in eps:
         r = {k: torch.cat(v) for k, v in rows[e].items()}
-        out.append({"eps": e, "taylor_ratio_median": float(r["taylor"].quantile(0.5)),
-                    "taylor_ratio_q10": float(r["taylor"].quantile(0.1)), "taylor_ratio_q90": float(r["taylor"].quantile(0.9)),
-                    "kl_fisher": float(r["kl_fisher"].mean()), "kl_random": float(r["kl_random"].mean()),
-                    "fisher_ge_random": float(r["ge"].mean()), "flip_fisher": float(r["flip_fisher"].mean()),
-                    "flip_random": float(r["flip_random"].mean())})
+        out.append(
+            {
+                "eps": e,
+                "taylor_ratio_median": float(r["taylor"].quantile(0.5)),
+                "taylor_ratio_q10": float(r["taylor"].quantile(0.1)),
+                "taylor_ratio_q90": float(r["taylor"].quantile(0.9)),
+                "kl_fisher": float(r["kl_fisher"].mean()),
+                "kl_random": float(r["kl_random"].mean()),
+                "fisher_ge_random": float(r["ge"].mean()),
+                "flip_fisher": float(r["flip_fisher"].mean()),
+                "flip_random": float(r["flip_random"].mean()),
+            }
+        )
     return out
 
 
@@ -81,12 +95,22 @@ def summarize(values: torch.Tensor) -> dict[str, float]:
     """mean, median, 10% and 90% quantiles of a 1-d tensor (the median of an even count is the mean of
     the two middle values; torch's `median` would return the lower one)."""
     v = values.double().cpu()
-    return {"mean": float(v.mean()), "median": float(v.quantile(0.5)), "q10": float(v.quantile(0.1)), "q90": float(v.quantile(0.9))}
+    return {
+        "mean": float(v.mean()),
+        "median": float(v.quantile(0.5)),
+        "q10": float(v.quantile(0.1)),
+        "q90": float(v.quantile(0.9)),
+    }
 
 
 @ANALYSES.register("fisher")
-def fisher_analysis(ctx: AnalysisContext, split: str = "test", n: int | None = 512, batch_size: int = 128,
-                    eps: tuple[float, ...] = (0.01, 0.1, 0.3, 1.0)) -> dict[str, Any]:
+def fisher_analysis(
+    ctx: AnalysisContext,
+    split: str = "test",
+    n: int | None = 512,
+    batch_size: int = 128,
+    eps: tuple[float, ...] = (0.01, 0.1, 0.3, 1.0),
+) -> dict[str, Any]:
     """Trace / Frobenius / spectral norm of the input Fisher on the first `n` samples of `split`, and the
     Fisher attack at each l2 radius in `eps` (Taylor ratio, KL against a random direction, flips).
     Figure figures/fisher.png: the distribution of spectral norms and KL against ε."""
@@ -95,10 +119,17 @@ def fisher_analysis(ctx: AnalysisContext, split: str = "test", n: int | None = 5
     norms = fisher_norms(ctx.model, data.x, batch_size)
     seconds_norms = time.perf_counter() - t0
     attack = fisher_attack_check(ctx.model, data.x, data.y, list(eps), seed=ctx.seed, batch_size=batch_size)
-    result = {"split": split, "n": len(data), "num_classes": ctx.dataset.num_classes,
-              **{k: summarize(norms[k]) for k in ("trace", "frobenius", "spectral")},
-              "max_rank": int(norms["rank"].max()), "spectral_over_frobenius": summarize(norms["spectral"] / norms["frobenius"].clamp_min(1e-300)),
-              "attack": attack, "seconds_norms": seconds_norms, "seconds": time.perf_counter() - t0}
+    result = {
+        "split": split,
+        "n": len(data),
+        "num_classes": ctx.dataset.num_classes,
+        **{k: summarize(norms[k]) for k in ("trace", "frobenius", "spectral")},
+        "max_rank": int(norms["rank"].max()),
+        "spectral_over_frobenius": summarize(norms["spectral"] / norms["frobenius"].clamp_min(1e-300)),
+        "attack": attack,
+        "seconds_norms": seconds_norms,
+        "seconds": time.perf_counter() - t0,
+    }
     _figure(norms["spectral"], attack, ctx.figure_path("fisher.png"), ctx.run_dir.name)
     return result
 

@@ -33,23 +33,53 @@ from .fisher import fisher_norms
 class FisherTracking(Callback):
     """Mean input-Fisher norms, accuracy and CCKL with its two components per epoch (see module doc)."""
 
-    def __init__(self, split: Literal["test", "val"] = "test", n: int = 512, anchors: int = 16, partners: int = 64,
-                 every: int = 1, seed: int = 0):
+    def __init__(
+        self,
+        split: Literal["test", "val"] = "test",
+        n: int = 512,
+        anchors: int = 16,
+        partners: int = 64,
+        every: int = 1,
+        seed: int = 0,
+    ):
         for name, value in (("n", n), ("anchors", anchors), ("partners", partners), ("every", every)):
             check_range(f"fisher_tracking {name}", value, 1)
-        self.split, self.n, self.anchors, self.partners, self.every, self.seed = split, n, anchors, partners, every, seed
+        self.split, self.n, self.anchors, self.partners, self.every, self.seed = (
+            split,
+            n,
+            anchors,
+            partners,
+            every,
+            seed,
+        )
 
     def on_epoch_end(self, trainer, epoch: int, record: dict[str, Any]) -> dict[str, Any] | None:
         if epoch % self.every and epoch != trainer.cfg.epochs:
             return None
         t0 = time.perf_counter()
         data = trainer.dataset.split(self.split).to(trainer.device)
-        subset = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed))[: self.n].to(trainer.device)
+        subset = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed))[: self.n].to(
+            trainer.device
+        )
         norms = fisher_norms(trainer.model, data.x[subset])
-        s = cckl_summary(trainer.model, data.x, data.y, anchors=self.anchors, partners=self.partners, pairwise_js=False,
-                         seed=self.seed)
-        return {"track_acc": s["accuracy"], "track_fisher_trace": float(norms["trace"].mean()),
-                "track_fisher_fro": float(norms["frobenius"].mean()), "track_fisher_spectral": float(norms["spectral"].mean()),
-                "track_cckl": s["cckl"], "track_cckl_bound": s["bound_label_js"], "track_cckl_sampled": s["cckl_sampled"],
-                "track_cckl_fisher": s["fisher_term"], "track_cckl_remainder": s["remainder"],
-                "track_seconds": time.perf_counter() - t0}
+        s = cckl_summary(
+            trainer.model,
+            data.x,
+            data.y,
+            anchors=self.anchors,
+            partners=self.partners,
+            pairwise_js=False,
+            seed=self.seed,
+        )
+        return {
+            "track_acc": s["accuracy"],
+            "track_fisher_trace": float(norms["trace"].mean()),
+            "track_fisher_fro": float(norms["frobenius"].mean()),
+            "track_fisher_spectral": float(norms["spectral"].mean()),
+            "track_cckl": s["cckl"],
+            "track_cckl_bound": s["bound_label_js"],
+            "track_cckl_sampled": s["cckl_sampled"],
+            "track_cckl_fisher": s["fisher_term"],
+            "track_cckl_remainder": s["remainder"],
+            "track_seconds": time.perf_counter() - t0,
+        }

@@ -22,10 +22,9 @@ from ..data import Split
 from ..errors import RobustlabError
 from ..models import eval_mode
 from ..threat import ThreatModel
-from .registry import ANALYSES, AnalysisContext
-from .figures import pyplot, save_figure
 from .contribution import adversarial_split
-
+from .figures import pyplot, save_figure
+from .registry import ANALYSES, AnalysisContext
 
 FIGURE_COLUMNS = 16
 
@@ -33,7 +32,9 @@ FIGURE_COLUMNS = 16
 def grad_cam(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """Grad-CAM maps (N×H×W, ≥ 0) of images x (N×C×H×W) for the logit of `classes` (N,)."""
     if not hasattr(model, "neck"):
-        raise RobustlabError(f"Grad-CAM needs a model built as Normalize -> body -> neck -> head; got {type(model).__name__}.")
+        raise RobustlabError(
+            f"Grad-CAM needs a model built as Normalize -> body -> neck -> head; got {type(model).__name__}."
+        )
     with torch.enable_grad():
         fmap = model.forward_map(x).detach().requires_grad_(True)
         logits = model.forward_head(model.neck(fmap))
@@ -56,8 +57,16 @@ def active_area(cams: torch.Tensor) -> float:
     return float((frac * nonzero).mean())
 
 
-def adversarial_cams(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, attack: str | dict, *,
-                     seed: int = 0, target: Literal["label", "pred"] = "label") -> dict[str, torch.Tensor]:
+def adversarial_cams(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    attack: str | dict,
+    *,
+    seed: int = 0,
+    target: Literal["label", "pred"] = "label",
+) -> dict[str, torch.Tensor]:
     """Adversarial examples of x under `attack`, their predictions and Grad-CAM maps (model in eval mode)."""
     with eval_mode(model):
         x_adv = adversarial_split(model, Split(x, y), attack, threat, seed=seed).x
@@ -77,7 +86,13 @@ def plot_gradcam_grid(x: torch.Tensor, y: torch.Tensor, rows: dict[str, dict[str
 
     def show(ax, img: torch.Tensor) -> None:
         img = img.detach().cpu()
-        ax.imshow((img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(
+            (img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)).numpy(),
+            cmap="gray",
+            vmin=0,
+            vmax=1,
+            interpolation="nearest",
+        )
 
     for j in range(n):
         show(axes[0][j], x[j])
@@ -85,7 +100,14 @@ def plot_gradcam_grid(x: torch.Tensor, y: torch.Tensor, rows: dict[str, dict[str
         for i, name in enumerate(names, start=1):
             r = rows[name]
             show(axes[i][j], r["x_adv"][j])
-            axes[i][j].imshow(normalized(r["cam"][j:j + 1])[0].cpu().numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="bilinear")
+            axes[i][j].imshow(
+                normalized(r["cam"][j : j + 1])[0].cpu().numpy(),
+                cmap="jet",
+                alpha=0.5,
+                vmin=0,
+                vmax=1,
+                interpolation="bilinear",
+            )
             ok = int(r["pred"][j]) == int(y[j])
             axes[i][j].set_title(f"→{int(r['pred'][j])}", fontsize=8, color="green" if ok else "red")
     for i, ax_row in enumerate(axes):
@@ -97,14 +119,27 @@ def plot_gradcam_grid(x: torch.Tensor, y: torch.Tensor, rows: dict[str, dict[str
 
 
 @ANALYSES.register("gradcam")
-def run_gradcam(ctx: AnalysisContext, split: Literal["test", "val", "train"] = "test", n: int = 8, attack: str = "pgd-10",
-                target: Literal["label", "pred"] = "label") -> dict[str, Any]:
+def run_gradcam(
+    ctx: AnalysisContext,
+    split: Literal["test", "val", "train"] = "test",
+    n: int = 8,
+    attack: str = "pgd-10",
+    target: Literal["label", "pred"] = "label",
+) -> dict[str, Any]:
     """Grad-CAM of the adversarial examples of the first `n` points of `split`; the figure
     (figures/gradcam.png) shows the first FIGURE_COLUMNS of them."""
     data = ctx.dataset.split(split).head(n).to(ctx.device)
     r = adversarial_cams(ctx.model, data.x, data.y, ctx.threat, attack, seed=ctx.seed, target=target)
     k = FIGURE_COLUMNS
-    plot_gradcam_grid(data.x[:k], data.y[:k], {ctx.run_dir.name: {key: v[:k] for key, v in r.items()}}, ctx.figure_path("gradcam.png"))
-    return {"split": split, "n": len(data), "attack": attack, "target": target, "active_area": active_area(r["cam"]),
-            "adv_correct": float((r["pred"] == data.y).float().mean()),
-            "cam": np.round(normalized(r["cam"]).cpu().numpy(), 4).tolist()}
+    plot_gradcam_grid(
+        data.x[:k], data.y[:k], {ctx.run_dir.name: {key: v[:k] for key, v in r.items()}}, ctx.figure_path("gradcam.png")
+    )
+    return {
+        "split": split,
+        "n": len(data),
+        "attack": attack,
+        "target": target,
+        "active_area": active_area(r["cam"]),
+        "adv_correct": float((r["pred"] == data.y).float().mean()),
+        "cam": np.round(normalized(r["cam"]).cpu().numpy(), 4).tolist(),
+    }

@@ -31,17 +31,19 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..seeds import critic as critic_stream
 from ..attacks.base import model_untouched
 from ..errors import RobustlabError
 from ..infomax import MIEstimator, make_critic, minimise_mi
 from ..registry import check_range
+from ..seeds import critic as critic_stream
 from ..threat import ThreatModel
 from ..ui import progress_bar
 from .registry import ANALYSES, AnalysisContext
 
-BOUND_ASSUMPTIONS = ("labels uniform over K classes; Y -> X -> g(X) (data processing); constants of the theorem recalled "
-                     "reconstructed, not checked against the paper's text; Î_ε is an estimate, so the figure is not a guarantee")
+BOUND_ASSUMPTIONS = (
+    "labels uniform over K classes; Y -> X -> g(X) (data processing); constants of the theorem recalled "
+    "reconstructed, not checked against the paper's text; Î_ε is an estimate, so the figure is not a guarantee"
+)
 
 
 def robust_accuracy_bound(worst_case_mi: float, num_classes: int) -> float:
@@ -54,7 +56,7 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list
     """Index batches of equal size (the bounds depend on N): a partial last batch is dropped when a full one exists."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     size = min(batch_size, n)
-    return [order[i:i + size] for i in range(0, n - size + 1, size)]
+    return [order[i : i + size] for i in range(0, n - size + 1, size)]
 
 
 def fit_and_estimate(
@@ -166,12 +168,25 @@ def measure_vulnerability(
             for case, out in (("normal", normal), ("worst", worst)):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(critic_stream(seed, s))
-                    estimator = MIEstimator(make_critic(critic, tuple(test_x.shape[1:]), z_dim, mean, std, **(critic_options or {})),
-                                            bound, dv_variant).to(test_x.device)  # type: ignore[arg-type]
-                result = fit_and_estimate(encode, train_x, test_x, estimator, threat=threat if case == "worst" else None,
-                                          attack_steps=attack_steps, attack_step=attack_step, epochs=epochs,
-                                          batch_size=batch_size, lr=lr, seed=critic_stream(seed, s),
-                                          on_epoch=lambda: bar.update(task, advance=1, info=f"{layer} seed {s} {case}"))
+                    estimator = MIEstimator(
+                        make_critic(critic, tuple(test_x.shape[1:]), z_dim, mean, std, **(critic_options or {})),
+                        bound,
+                        dv_variant,
+                    ).to(test_x.device)  # type: ignore[arg-type]
+                result = fit_and_estimate(
+                    encode,
+                    train_x,
+                    test_x,
+                    estimator,
+                    threat=threat if case == "worst" else None,
+                    attack_steps=attack_steps,
+                    attack_step=attack_step,
+                    epochs=epochs,
+                    batch_size=batch_size,
+                    lr=lr,
+                    seed=critic_stream(seed, s),
+                    on_epoch=lambda s=s, case=case: bar.update(task, advance=1, info=f"{layer} seed {s} {case}"),
+                )
                 out.append(result["mi"])
     rv = [a - b for a, b in zip(normal, worst)]
     bounds = [robust_accuracy_bound(w, num_classes) for w in worst]
@@ -184,10 +199,21 @@ def measure_vulnerability(
         "rv": _summary(rv),
         "robust_accuracy_bound": _summary(bounds),
         "bound_assumptions": BOUND_ASSUMPTIONS,
-        "settings": {"seeds": seeds, "seed": seed, "critic": critic, "critic_options": critic_options or {}, "bound": bound,
-                     "dv_variant": dv_variant, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                     "attack_steps": attack_steps, "attack_step": attack_step if attack_step is not None else threat.eps / 4,
-                     "n_train": len(train_x), "n_test": len(test_x)},
+        "settings": {
+            "seeds": seeds,
+            "seed": seed,
+            "critic": critic,
+            "critic_options": critic_options or {},
+            "bound": bound,
+            "dv_variant": dv_variant,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "attack_steps": attack_steps,
+            "attack_step": attack_step if attack_step is not None else threat.eps / 4,
+            "n_train": len(train_x),
+            "n_test": len(test_x),
+        },
         "seconds": time.perf_counter() - t0,
     }
 
@@ -215,7 +241,25 @@ def vulnerability(
     ds = ctx.dataset
     train_x = ds.train.head(max_train).x.to(ctx.device)
     test_x = ds.test.head(max_test).x.to(ctx.device)
-    return measure_vulnerability(ctx.model, train_x, test_x, ctx.threat, ds.num_classes, layer=layer, seeds=seeds, seed=ctx.seed,
-                                 critic=critic, critic_options={"hidden": 256} | (critic_options or {}), mean=tuple(ds.mean), std=tuple(ds.std),
-                                 bound=bound, dv_variant=dv_variant, epochs=epochs, batch_size=batch_size, lr=lr,
-                                 attack_steps=attack_steps, attack_step=attack_step, quiet=ctx.quiet)
+    return measure_vulnerability(
+        ctx.model,
+        train_x,
+        test_x,
+        ctx.threat,
+        ds.num_classes,
+        layer=layer,
+        seeds=seeds,
+        seed=ctx.seed,
+        critic=critic,
+        critic_options={"hidden": 256} | (critic_options or {}),
+        mean=tuple(ds.mean),
+        std=tuple(ds.std),
+        bound=bound,
+        dv_variant=dv_variant,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        attack_steps=attack_steps,
+        attack_step=attack_step,
+        quiet=ctx.quiet,
+    )

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..attacks.base import model_untouched
-from .registry import ANALYSES, AnalysisContext
 from .figures import pyplot, save_figure
+from .registry import ANALYSES, AnalysisContext
 
 
 def input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -54,7 +54,7 @@ def saliency_grid(images: torch.Tensor, maps: dict[str, torch.Tensor], path: Pat
     """
     plt = pyplot()
     n = images.shape[0]
-    rows = [("input", images)] + list(maps.items())
+    rows = [("input", images), *maps.items()]
     fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n + 1.4, 1.15 * len(rows)), squeeze=False)
     for r, (label, t) in enumerate(rows):
         t = t.detach().cpu().float()
@@ -87,12 +87,17 @@ def first_per_class(y: torch.Tensor, n: int) -> torch.Tensor:
 
 @ANALYSES.register("saliency")
 def saliency(ctx: AnalysisContext, n: int = 10) -> dict[str, Any]:
-    """Input gradients of the true-class logit for `n` test images (one per class first); writes figures/saliency.png."""
+    """Input gradients of the true-class logit for `n` test images (one per class first); writes
+    figures/saliency.png."""
     test = ctx.dataset.test
     idx = first_per_class(test.y, n)
     x, y = test.x[idx].to(ctx.device), test.y[idx].to(ctx.device)
     grad = input_gradients(ctx.model, x, y)
     path = ctx.figure_path("saliency.png")
     saliency_grid(x, {ctx.run_dir.name: grad}, path)
-    return {"figure": str(path), "n": len(idx), "alignment_mean": float(alignment(x, grad).mean()),
-            "background_share_mean": float(background_share(x, grad).mean())}
+    return {
+        "figure": str(path),
+        "n": len(idx),
+        "alignment_mean": float(alignment(x, grad).mean()),
+        "background_share_mean": float(background_share(x, grad).mean()),
+    }

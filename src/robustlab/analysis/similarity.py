@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from ..methods.scarl import class_means
-from .registry import ANALYSES, AnalysisContext
 from .cca import features, run_vectors
+from .registry import ANALYSES, AnalysisContext
 
 
 def class_similarity(z: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -57,7 +57,7 @@ def heatmaps(matrices: dict[str, np.ndarray], labels: list[str], path: Path, *, 
     cols = min(3, len(matrices))
     rows = -(-len(matrices) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.5 * cols, 3.3 * rows), squeeze=False)
-    for ax in axes.flat[len(matrices):]:
+    for ax in axes.flat[len(matrices) :]:
         ax.axis("off")
     for ax, (name, m) in zip(axes.flat, matrices.items()):
         shown = np.array(m, dtype=float)
@@ -77,8 +77,13 @@ def heatmaps(matrices: dict[str, np.ndarray], labels: list[str], path: Path, *, 
 
 
 @ANALYSES.register("similarity")
-def similarity_analysis(ctx: AnalysisContext, vectors: str | None = None, split: str = "test",
-                        max_samples: int | None = None, figure: bool = True) -> dict[str, Any]:
+def similarity_analysis(
+    ctx: AnalysisContext,
+    vectors: str | None = None,
+    split: str = "test",
+    max_samples: int | None = None,
+    figure: bool = True,
+) -> dict[str, Any]:
     """Class-similarity matrix of forward_features (natural `split` images) vs the word-vector matrix.
 
     vectors: word-vector source (default: the run's scarl vectors, else minilm).
@@ -91,10 +96,22 @@ def similarity_analysis(ctx: AnalysisContext, vectors: str | None = None, split:
     s = ctx.dataset.split(split).head(max_samples)
     model_sim = class_similarity(features(ctx.model, s.x.to(ctx.device)), s.y, len(names)).numpy()
     word_sim = vector_similarity(class_vectors(spec, names)).numpy()
-    out: dict[str, Any] = {"vectors": spec, "split": split, "n": len(s), "classes": names,
-                           "model": model_sim.tolist(), "words": word_sim.tolist(),
-                           "spearman": offdiagonal_spearman(model_sim, word_sim)}
+    out: dict[str, Any] = {
+        "vectors": spec,
+        "split": split,
+        "n": len(s),
+        "classes": names,
+        "model": model_sim.tolist(),
+        "words": word_sim.tolist(),
+        "spearman": offdiagonal_spearman(model_sim, word_sim),
+    }
     if figure:
-        out["figure"] = str(heatmaps({"model features": model_sim, f"word vectors ({spec})": word_sim}, names,
-                                     ctx.figure_path("similarity.png"), title=f"Spearman (off-diagonal) = {out['spearman']:.2f}"))
+        out["figure"] = str(
+            heatmaps(
+                {"model features": model_sim, f"word vectors ({spec})": word_sim},
+                names,
+                ctx.figure_path("similarity.png"),
+                title=f"Spearman (off-diagonal) = {out['spearman']:.2f}",
+            )
+        )
     return out

@@ -19,5 +19,17 @@ def names() -> list[str]:
     return ATTACKS.names()
 
 
-__all__ = ["ATTACKS", "PROGRAMMATIC", "Attack", "AttackResult", "FGSM", "PGD", "build", "check_logits", "closest_spec",
-           "model_untouched", "names", "parse_spec"]
+__all__ = [
+    "ATTACKS",
+    "FGSM",
+    "PGD",
+    "PROGRAMMATIC",
+    "Attack",
+    "AttackResult",
+    "build",
+    "check_logits",
+    "closest_spec",
+    "model_untouched",
+    "names",
+    "parse_spec",
+]

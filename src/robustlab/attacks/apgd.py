@@ -30,9 +30,9 @@ from ..errors import RobustlabError
 from ..registry import check_range
 from ..threat import ThreatModel, per_sample
 from . import losses
-from .registry import ATTACKS
 from .base import Attack, AttackMode, check_logits, check_targets, top_other_classes
 from .pgd import ascent_step, random_start
+from .registry import ATTACKS
 
 ApgdLoss = Literal["ce", "dlr"]
 
@@ -92,8 +92,10 @@ class APGD(Attack):
             check_targets(self.name, self.n_target_classes, k)
         need = 4 if self.targeted else 3
         if self.loss == "dlr" and k < need:
-            raise RobustlabError(f"{self.name}: the {'targeted ' if self.targeted else ''}DLR loss needs at least {need} classes; "
-                                 f"the model has {k}. Use apgd-ce.")
+            raise RobustlabError(
+                f"{self.name}: the {'targeted ' if self.targeted else ''}DLR loss needs at least {need} classes; "
+                f"the model has {k}. Use apgd-ce."
+            )
 
     def _objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         if self.loss == "ce":
@@ -135,10 +137,19 @@ class APGD(Attack):
         x_cur = random_start(x, self.threat, "uniform", 0.0, generator)
         f_cur, grad, logits = self._value_and_grad(model, x_cur, y, target)
         s = {
-            "idx": torch.arange(m, device=x.device), "x": x, "y": y, "cur": x_cur, "prev": x_cur, "f": f_cur, "grad": grad,
-            "best": x_cur, "f_best": f_cur, "grad_best": grad,
+            "idx": torch.arange(m, device=x.device),
+            "x": x,
+            "y": y,
+            "cur": x_cur,
+            "prev": x_cur,
+            "f": f_cur,
+            "grad": grad,
+            "best": x_cur,
+            "f_best": f_cur,
+            "grad_best": grad,
             "eta": torch.full((m,), self.initial_step * self.threat.eps, device=x.device),
-            "ups": torch.zeros(m, device=x.device), "halved_last": torch.zeros(m, dtype=torch.bool, device=x.device),
+            "ups": torch.zeros(m, device=x.device),
+            "halved_last": torch.zeros(m, dtype=torch.bool, device=x.device),
             "f_best_last": f_cur,
         }
         if target is not None:
@@ -175,7 +186,9 @@ class APGD(Attack):
         return found, x_out
 
     @staticmethod
-    def _retire(s: dict[str, torch.Tensor], logits: torch.Tensor, found: torch.Tensor, x_out: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _retire(
+        s: dict[str, torch.Tensor], logits: torch.Tensor, found: torch.Tensor, x_out: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Record the points whose current iterate is misclassified and drop them from the state."""
         fooled = logits.argmax(1) != s["y"]
         if not fooled.any():
@@ -191,8 +204,16 @@ class APGDCE(APGD):
 
     name = "apgd-ce"
 
-    def __init__(self, threat: ThreatModel, steps: int = 100, restarts: int = 1, *, seed: int = 0, mode: AttackMode = "eval",
-                 num_classes: int | None = None):
+    def __init__(
+        self,
+        threat: ThreatModel,
+        steps: int = 100,
+        restarts: int = 1,
+        *,
+        seed: int = 0,
+        mode: AttackMode = "eval",
+        num_classes: int | None = None,
+    ):
         super().__init__(threat, steps, "ce", restarts=restarts, seed=seed, mode=mode, num_classes=num_classes)
 
 
@@ -202,8 +223,16 @@ class APGDDLR(APGD):
 
     name = "apgd-dlr"
 
-    def __init__(self, threat: ThreatModel, steps: int = 100, restarts: int = 1, *, seed: int = 0, mode: AttackMode = "eval",
-                 num_classes: int | None = None):
+    def __init__(
+        self,
+        threat: ThreatModel,
+        steps: int = 100,
+        restarts: int = 1,
+        *,
+        seed: int = 0,
+        mode: AttackMode = "eval",
+        num_classes: int | None = None,
+    ):
         super().__init__(threat, steps, "dlr", restarts=restarts, seed=seed, mode=mode, num_classes=num_classes)
 
 
@@ -213,7 +242,23 @@ class APGDT(APGD):
 
     name = "apgd-t"
 
-    def __init__(self, threat: ThreatModel, steps: int = 100, n_target_classes: int = 9, *, seed: int = 0,
-                 mode: AttackMode = "eval", num_classes: int | None = None):
-        super().__init__(threat, steps, "dlr", targeted=True, n_target_classes=n_target_classes, seed=seed, mode=mode,
-                         num_classes=num_classes)
+    def __init__(
+        self,
+        threat: ThreatModel,
+        steps: int = 100,
+        n_target_classes: int = 9,
+        *,
+        seed: int = 0,
+        mode: AttackMode = "eval",
+        num_classes: int | None = None,
+    ):
+        super().__init__(
+            threat,
+            steps,
+            "dlr",
+            targeted=True,
+            n_target_classes=n_target_classes,
+            seed=seed,
+            mode=mode,
+            num_classes=num_classes,
+        )

@@ -24,8 +24,8 @@ import torch
 
 from ..errors import RobustlabError
 from ..threat import ThreatModel
-from .registry import ATTACKS
 from .base import Attack, AttackMode, check_logits
+from .registry import ATTACKS
 
 Version = Literal["standard", "plus", "custom"]
 
@@ -38,8 +38,14 @@ def version_specs(version: str, steps: int, n_target_classes: int, queries: int)
     if version == "standard":
         return [{"name": "apgd-ce", "steps": steps}, apgd_t, fab_t, square]
     if version == "plus":
-        return [{"name": "apgd-ce", "steps": steps, "restarts": 5}, {"name": "apgd-dlr", "steps": steps, "restarts": 5},
-                {"name": "fab", "steps": steps, "restarts": 5}, square, apgd_t, fab_t]
+        return [
+            {"name": "apgd-ce", "steps": steps, "restarts": 5},
+            {"name": "apgd-dlr", "steps": steps, "restarts": 5},
+            {"name": "fab", "steps": steps, "restarts": 5},
+            square,
+            apgd_t,
+            fab_t,
+        ]
     return []
 
 
@@ -69,8 +75,10 @@ class AutoAttack(Attack):
         if version not in ("standard", "plus", "custom"):
             raise RobustlabError(f"{self.name}: version={version!r}; allowed: standard, plus, custom.")
         if (version == "custom") != bool(attacks):
-            raise RobustlabError(f"{self.name}: give `attacks` (a list of attack specs) exactly when version='custom'; "
-                                 f"got version={version!r}, attacks={attacks!r}.")
+            raise RobustlabError(
+                f"{self.name}: give `attacks` (a list of attack specs) exactly when version='custom'; "
+                f"got version={version!r}, attacks={attacks!r}."
+            )
         specs = list(attacks) if version == "custom" else version_specs(version, steps, n_target_classes, queries)
         self.version = version
         self.on_stage: Callable[[str, int, int, float], None] | None = None

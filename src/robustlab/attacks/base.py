@@ -80,8 +80,10 @@ def check_logits(where: str, logits: torch.Tensor, n: int, num_classes: int | No
 def check_targets(where: str, n_target_classes: int, num_classes: int) -> None:
     """Raise unless n_target_classes < num_classes (the true class is never a target)."""
     if n_target_classes >= num_classes:
-        raise RobustlabError(f"{where}: n_target_classes={n_target_classes} must be < the number of classes ({num_classes}); "
-                             f"at most {num_classes - 1} classes can be targets.")
+        raise RobustlabError(
+            f"{where}: n_target_classes={n_target_classes} must be < the number of classes ({num_classes}); "
+            f"at most {num_classes - 1} classes can be targets."
+        )
 
 
 def top_other_classes(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
@@ -112,7 +114,9 @@ class Attack:
 
     name = "attack"
 
-    def __init__(self, threat: ThreatModel, *, seed: int = 0, mode: AttackMode = "eval", num_classes: int | None = None):
+    def __init__(
+        self, threat: ThreatModel, *, seed: int = 0, mode: AttackMode = "eval", num_classes: int | None = None
+    ):
         self.threat = ThreatModel.parse(threat)
         self.seed = seed
         self.mode = mode
@@ -126,17 +130,24 @@ class Attack:
     def check_threat(self, norms: tuple[str, ...] = ("linf", "l2")) -> None:
         """Raise unless the threat model's norm is one of `norms` and eps > 0."""
         if self.threat.norm not in norms:
-            raise RobustlabError(f"{self.name}: norm {self.threat.norm!r} is not supported; allowed: {', '.join(norms)}.")
+            raise RobustlabError(
+                f"{self.name}: norm {self.threat.norm!r} is not supported; allowed: {', '.join(norms)}."
+            )
         if self.threat.eps <= 0:
             raise RobustlabError(f"{self.name}: eps={self.threat.eps} must be > 0 for an attack.")
 
     def _check(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int | None:
         check_images(self.name, x)
         if not torch.is_tensor(y) or y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
-            raise RobustlabError(f"{self.name}: labels must be a 1-d integer tensor with one entry per image; got {getattr(y, 'shape', y)}.")
+            raise RobustlabError(
+                f"{self.name}: labels must be a 1-d integer tensor with one entry per image; got "
+                f"{getattr(y, 'shape', y)}."
+            )
         k = self.num_classes if self.num_classes is not None else getattr(model, "num_classes", None)
         if y.numel() and k is not None and (int(y.min()) < 0 or int(y.max()) >= k):
-            raise RobustlabError(f"{self.name}: label {int(y.max()) if int(y.max()) >= k else int(y.min())} out of range 0..{k - 1}.")
+            raise RobustlabError(
+                f"{self.name}: label {int(y.max()) if int(y.max()) >= k else int(y.min())} out of range 0..{k - 1}."
+            )
         return k
 
     def generator_for(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
@@ -144,15 +155,21 @@ class Attack:
             return generator
         return torch.Generator(device=x.device).manual_seed(self.seed)
 
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None) -> AttackResult:
+    def run(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> AttackResult:
         """Attack the batch; returns x_adv and the per-sample success."""
         model = attacked_model(model)
         k = self._check(model, x, y)
         with model_untouched(model, self.mode):
-            x_adv, success, *stages = self._run(_Float32Logits(model), x, y, self.generator_for(x, generator), k, need_success=True)
+            x_adv, success, *stages = self._run(
+                _Float32Logits(model), x, y, self.generator_for(x, generator), k, need_success=True
+            )
         return AttackResult(x_adv.detach(), success, stages[0] if stages else {})
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         model = attacked_model(model)
         k = self._check(model, x, y)
         with model_untouched(model, self.mode):

@@ -72,12 +72,23 @@ class DiscreteAdversarial(Attack):
         check_range(f"{self.name} step", step, 0.0, lo_open=True)
         check_range(f"{self.name} start_prob", start_prob, 0.0, 1.0)
         if perturb_base not in ("Qx", "x"):
-            raise RobustlabError(f"{self.name}: perturb_base={perturb_base!r}; allowed: Qx (official code), x (paper form Q(x+δ)).")
-        self.quantize, self.steps, self.step, self.start_prob, self.perturb_base = quantize, steps, float(step), start_prob, perturb_base
+            raise RobustlabError(
+                f"{self.name}: perturb_base={perturb_base!r}; allowed: Qx (official code), x (paper form Q(x+δ))."
+            )
+        self.quantize, self.steps, self.step, self.start_prob, self.perturb_base = (
+            quantize,
+            steps,
+            float(step),
+            start_prob,
+            perturb_base,
+        )
 
     def __repr__(self) -> str:
-        return (f"DiscreteAdversarial({self.threat}, steps={self.steps}, step={self.step:g}, start_prob={self.start_prob:g}, "
-                f"perturb_base={self.perturb_base}, mode={self.mode})")
+        return (
+            f"DiscreteAdversarial({self.threat}, steps={self.steps}, step={self.step:g}, "
+            f"start_prob={self.start_prob:g}, "
+            f"perturb_base={self.perturb_base}, mode={self.mode})"
+        )
 
     def _check(self, model, x, y):
         if y.dim() == 2 and y.is_floating_point():  # soft targets N×K
@@ -87,7 +98,9 @@ class DiscreteAdversarial(Attack):
             return y.shape[1]
         return super()._check(model, x, y)
 
-    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def perturb(
+        self, model, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(base b, x^k): the continuous point before the final re-discretisation; ‖x^k − b‖₂ ≤ ε, in [0, 1].
         Call inside `model_untouched` (as `run`/`__call__` do)."""
         with torch.no_grad():

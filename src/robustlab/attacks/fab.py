@@ -26,9 +26,9 @@ import torch
 
 from ..registry import check_range
 from ..threat import ThreatModel, per_sample
-from .registry import ATTACKS
 from .base import Attack, AttackMode, check_logits, check_targets, top_other_classes
 from .pgd import ball_noise
+from .registry import ATTACKS
 
 
 def project_hyperplane_box(p: torch.Tensor, w: torch.Tensor, c: torch.Tensor, norm: str) -> torch.Tensor:
@@ -115,7 +115,9 @@ class FAB(Attack):
                 if todo.numel() == 0:
                     break
                 target = targets[todo, t] if targets is not None else None
-                b, bn = self._single_run(model, x[todo], y[todo], target, best[todo], best_norm[todo], restart, generator)
+                b, bn = self._single_run(
+                    model, x[todo], y[todo], target, best[todo], best_norm[todo], restart, generator
+                )
                 best[todo], best_norm[todo] = b, bn
         success = best_norm <= self.threat.eps
         return torch.where(per_sample(success, x), best, x), success
@@ -129,7 +131,9 @@ class FAB(Attack):
             (grad,) = torch.autograd.grad(f.sum(), x_i)
             return f.detach(), torch.nan_to_num(grad)
         k = logits.shape[1]
-        grads = torch.stack([torch.autograd.grad(logits[:, j].sum(), x_i, retain_graph=j < k - 1)[0] for j in range(k)], 1)
+        grads = torch.stack(
+            [torch.autograd.grad(logits[:, j].sum(), x_i, retain_graph=j < k - 1)[0] for j in range(k)], 1
+        )
         grads = torch.nan_to_num(grads.flatten(2))  # (M, K, d)
         diff = (logits - logits.gather(1, y[:, None])).detach()
         gdiff = grads - grads.gather(1, y[:, None, None].expand(-1, 1, grads.shape[2]))
@@ -146,7 +150,9 @@ class FAB(Attack):
             x_i = x.clone()
         else:
             radius = torch.where(torch.isfinite(best_norm), best_norm, torch.full_like(best_norm, self.threat.eps))
-            x_i = (x + ball_noise(x, self.threat.norm, radius.clamp(max=self.threat.eps) / 2, generator)).clamp(0.0, 1.0)
+            x_i = (x + ball_noise(x, self.threat.norm, radius.clamp(max=self.threat.eps) / 2, generator)).clamp(
+                0.0, 1.0
+            )
         idx = torch.arange(x.shape[0], device=x.device)
         for _ in range(self.steps):
             active = best_norm[idx] > self.threat.eps
@@ -158,8 +164,9 @@ class FAB(Attack):
             f, grad = self._boundary(model, x_i, yo, target[idx] if target is not None else None)
             w = grad.flatten(1)
             c = f - (w * x_i.flatten(1)).sum(1)
-            delta = project_hyperplane_box(torch.cat([x_i.flatten(1), xo.flatten(1)]), torch.cat([w, w]), torch.cat([c, c]),
-                                           self.threat.norm).view(2, *x_i.shape)
+            delta = project_hyperplane_box(
+                torch.cat([x_i.flatten(1), xo.flatten(1)]), torch.cat([w, w]), torch.cat([c, c]), self.threat.norm
+            ).view(2, *x_i.shape)
             n_cur, n_orig = self.threat.norms(delta[0]), self.threat.norms(delta[1])
             alpha = (n_cur / (n_cur + n_orig).clamp_min(1e-12)).clamp(max=self.alpha_max)
             a = per_sample(alpha, x_i)
@@ -180,7 +187,22 @@ class FABT(FAB):
 
     name = "fab-t"
 
-    def __init__(self, threat: ThreatModel, steps: int = 100, n_target_classes: int = 9, *, seed: int = 0,
-                 mode: AttackMode = "eval", num_classes: int | None = None):
-        super().__init__(threat, steps, targeted=True, n_target_classes=n_target_classes, seed=seed, mode=mode,
-                         num_classes=num_classes)
+    def __init__(
+        self,
+        threat: ThreatModel,
+        steps: int = 100,
+        n_target_classes: int = 9,
+        *,
+        seed: int = 0,
+        mode: AttackMode = "eval",
+        num_classes: int | None = None,
+    ):
+        super().__init__(
+            threat,
+            steps,
+            targeted=True,
+            n_target_classes=n_target_classes,
+            seed=seed,
+            mode=mode,
+            num_classes=num_classes,
+        )

@@ -29,8 +29,8 @@ from torch import nn
 from ..errors import RobustlabError
 from ..threat import ThreatModel
 from . import losses
-from .registry import ATTACKS
 from .base import Attack, AttackMode, attacked_model, check_logits, model_untouched
+from .registry import ATTACKS
 
 
 def logit_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,8 +100,15 @@ def input_fisher(model: nn.Module, x: torch.Tensor, *, direction: bool = True) -
     return InputFisher(logits, evals, u)
 
 
-def fisher_step(model: nn.Module, x: torch.Tensor, direction: torch.Tensor, eps: float,
-                clean_log_probs: torch.Tensor, *, clip: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fisher_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    direction: torch.Tensor,
+    eps: float,
+    clean_log_probs: torch.Tensor,
+    *,
+    clip: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x ± eps·direction, per sample the sign with the larger KL(p(x) ‖ p(x')), clipped to [0, 1] when `clip`.
 
     Returns (x' N×C×H×W, its logits N×K, the KL (N,) in float64: computed from float64 log-softmax so
@@ -116,8 +123,11 @@ def fisher_step(model: nn.Module, x: torch.Tensor, direction: torch.Tensor, eps:
         kls = [losses.kl_to_reference(z.double(), clean_log_probs.double()) for z in logits]
         plus = kls[0] >= kls[1]
         shape = (-1,) + (1,) * (x.dim() - 1)
-        return (torch.where(plus.view(shape), cands[0], cands[1]), torch.where(plus[:, None], logits[0], logits[1]),
-                torch.maximum(kls[0], kls[1]))
+        return (
+            torch.where(plus.view(shape), cands[0], cands[1]),
+            torch.where(plus[:, None], logits[0], logits[1]),
+            torch.maximum(kls[0], kls[1]),
+        )
 
 
 @ATTACKS.register("fisher")
@@ -127,15 +137,21 @@ class FisherAttack(Attack):
 
     name = "fisher"
 
-    def __init__(self, threat: ThreatModel, *, seed: int = 0, mode: AttackMode = "eval", num_classes: int | None = None):
+    def __init__(
+        self, threat: ThreatModel, *, seed: int = 0, mode: AttackMode = "eval", num_classes: int | None = None
+    ):
         super().__init__(threat, seed=seed, mode=mode, num_classes=num_classes)
         if self.threat.norm != "l2":
-            raise RobustlabError(f"{self.name}: the Fisher attack is an l2 attack; got threat model {self.threat}. Use e.g. l2:0.5.")
+            raise RobustlabError(
+                f"{self.name}: the Fisher attack is an l2 attack; got threat model {self.threat}. Use e.g. l2:0.5."
+            )
         if self.threat.eps <= 0:
             raise RobustlabError(f"{self.name}: eps={self.threat.eps} must be > 0 for an attack.")
         if mode != "eval":
-            raise RobustlabError(f"{self.name}: mode={mode!r}; the per-sample Fisher needs eval mode (BatchNorm in train "
-                                 "mode couples the samples of a batch). Allowed: eval.")
+            raise RobustlabError(
+                f"{self.name}: mode={mode!r}; the per-sample Fisher needs eval mode (BatchNorm in train "
+                "mode couples the samples of a batch). Allowed: eval."
+            )
 
     def _run(self, model, x, y, generator, num_classes, need_success):
         fisher = input_fisher(model, x)

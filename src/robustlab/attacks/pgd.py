@@ -38,7 +38,9 @@ def ball_noise(x: torch.Tensor, norm: str, radius: float | torch.Tensor, generat
     return direction * per_sample(u, x) * scale
 
 
-def random_start(x: torch.Tensor, threat: ThreatModel, kind: str, sigma: float, generator: torch.Generator) -> torch.Tensor:
+def random_start(
+    x: torch.Tensor, threat: ThreatModel, kind: str, sigma: float, generator: torch.Generator
+) -> torch.Tensor:
     """An initial point in the ball around x, clipped to [0, 1]."""
     if kind == "none":
         return x.clone()
@@ -49,7 +51,9 @@ def random_start(x: torch.Tensor, threat: ThreatModel, kind: str, sigma: float, 
     return (x + threat.project(delta)).clamp(0.0, 1.0)
 
 
-def ascent_step(x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, threat: ThreatModel, step: float | torch.Tensor) -> torch.Tensor:
+def ascent_step(
+    x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, threat: ThreatModel, step: float | torch.Tensor
+) -> torch.Tensor:
     """One steepest-ascent step for the norm, then projection onto the ball and [0, 1].
 
     `step` is a number or a per-sample tensor (N,).
@@ -104,7 +108,9 @@ class PGD(Attack):
         self.restarts, self.targeted, self.keep_best, self.kappa = restarts, targeted, keep_best, kappa
 
     def __repr__(self) -> str:
-        return f"PGD({self.threat}, steps={self.steps}, step={self.step:.4g}, loss={self.loss}, restarts={self.restarts})"
+        return (
+            f"PGD({self.threat}, steps={self.steps}, step={self.step:.4g}, loss={self.loss}, restarts={self.restarts})"
+        )
 
     def _objective(self, logits: torch.Tensor, y: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
         if self.loss == "kl":
@@ -172,20 +178,57 @@ class FGSM(PGD):
 
     name = "fgsm"
 
-    def __init__(self, threat: ThreatModel, loss: Loss = "ce", targeted: bool = False, *, seed: int = 0,
-                 mode: AttackMode = "eval", num_classes: int | None = None):
-        super().__init__(threat, steps=1, step=ThreatModel.parse(threat).eps, loss=loss, random_start="none",
-                         targeted=targeted, keep_best=False, seed=seed, mode=mode, num_classes=num_classes)
+    def __init__(
+        self,
+        threat: ThreatModel,
+        loss: Loss = "ce",
+        targeted: bool = False,
+        *,
+        seed: int = 0,
+        mode: AttackMode = "eval",
+        num_classes: int | None = None,
+    ):
+        super().__init__(
+            threat,
+            steps=1,
+            step=ThreatModel.parse(threat).eps,
+            loss=loss,
+            random_start="none",
+            targeted=targeted,
+            keep_best=False,
+            seed=seed,
+            mode=mode,
+            num_classes=num_classes,
+        )
 
     def __repr__(self) -> str:
         return f"FGSM({self.threat}, loss={self.loss})"
 
 
 @ATTACKS.register("cw")
-def cw(threat: ThreatModel, steps: int = 10, step: float | None = None, random_start: Literal["uniform", "normal", "none"] = "uniform",
-       restarts: int = 1, targeted: bool = False, keep_best: bool = True, kappa: float = 50.0, **kw: Any) -> PGD:
+def cw(
+    threat: ThreatModel,
+    steps: int = 10,
+    step: float | None = None,
+    random_start: Literal["uniform", "normal", "none"] = "uniform",
+    restarts: int = 1,
+    targeted: bool = False,
+    keep_best: bool = True,
+    kappa: float = 50.0,
+    **kw: Any,
+) -> PGD:
     """PGD with the CW margin loss (the papers' `CW-k`)."""
-    attack = PGD(threat, steps=steps, step=step, loss="cw", random_start=random_start, restarts=restarts, targeted=targeted,
-                 keep_best=keep_best, kappa=kappa, **kw)
+    attack = PGD(
+        threat,
+        steps=steps,
+        step=step,
+        loss="cw",
+        random_start=random_start,
+        restarts=restarts,
+        targeted=targeted,
+        keep_best=keep_best,
+        kappa=kappa,
+        **kw,
+    )
     attack.name = "cw"
     return attack

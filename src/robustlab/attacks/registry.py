@@ -14,12 +14,13 @@ ATTACKS: Registry[Attack] = Registry("attack")
 
 PROGRAMMATIC = ("seed", "mode", "num_classes")
 
+
 def _stepped(family: str) -> bool:
     return family in ATTACKS and "steps" in ATTACKS.options(family)
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """"pgd-20" -> ("pgd", {"steps": 20}); "fgsm" -> ("fgsm", {})."""
+    """ "pgd-20" -> ("pgd", {"steps": 20}); "fgsm" -> ("fgsm", {})."""
     spec = spec.strip().lower()
     if spec in ATTACKS:
         return spec, {}
@@ -33,7 +34,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def closest_spec(spec: str, others: list[str] | None = None) -> str | None:
-    """The attack spec (or name of `others`) closest to a mistyped `spec`: "pdg-20" -> "pgd-20", "apgd-cee" -> "apgd-ce"."""
+    """The attack spec (or name of `others`) closest to a mistyped `spec`: "pdg-20" -> "pgd-20",
+    "apgd-cee" -> "apgd-ce"."""
     spec = spec.strip().lower()
     m = re.fullmatch(r"(.+?)-(\d+)", spec)
     family = closest(m.group(1), [name for name in ATTACKS.names() if _stepped(name)]) if m else None

@@ -25,8 +25,8 @@ import torch
 from ..registry import check_range
 from ..threat import ThreatModel, per_sample
 from . import losses
-from .registry import ATTACKS
 from .base import Attack, AttackMode, check_logits
+from .registry import ATTACKS
 
 HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -72,7 +72,9 @@ def window_mask(n: int, h: int, w: int, s: int, generator: torch.Generator, devi
     return mask[:, None], top, left
 
 
-def place(pattern: torch.Tensor, top: torch.Tensor, left: torch.Tensor, h: int, w: int, flip: torch.Tensor) -> torch.Tensor:
+def place(
+    pattern: torch.Tensor, top: torch.Tensor, left: torch.Tensor, h: int, w: int, flip: torch.Tensor
+) -> torch.Tensor:
     """An s×s `pattern` placed at (top, left) per sample, transposed where `flip`: (n, 1, h, w); outside the
     window the values are meaningless (callers mask them)."""
     s = pattern.shape[0]
@@ -87,7 +89,7 @@ def _signs(shape: tuple[int, ...], generator: torch.Generator, device: torch.dev
 
 
 def _sq_norm(t: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    return (t ** 2).sum(dims, keepdim=True)
+    return (t**2).sum(dims, keepdim=True)
 
 
 @ATTACKS.register("square")
@@ -118,7 +120,7 @@ class Square(Attack):
 
     @torch.no_grad()
     def _run(self, model, x, y, generator, num_classes, need_success):
-        n, c, h, w = x.shape
+        n = x.shape[0]
         x_best = self._init(x, generator)
         logits = model(x_best)
         check_logits(self.name, logits, n, num_classes)
@@ -134,7 +136,11 @@ class Square(Attack):
                 break
             xo = x[idx]
             p = p_schedule(self.p_init, it, self.queries, self.rescale_schedule)
-            x_new = self._step_linf(xo, x_best, p, generator) if self.threat.norm == "linf" else self._step_l2(xo, x_best, p, generator)
+            x_new = (
+                self._step_linf(xo, x_best, p, generator)
+                if self.threat.norm == "linf"
+                else self._step_l2(xo, x_best, p, generator)
+            )
             m_new = margin(model(x_new), y[idx])
             better = m_new < m_best
             x_best = torch.where(per_sample(better, x_new), x_new, x_best)
@@ -154,9 +160,11 @@ class Square(Attack):
         off_h, off_w = (h - s * tiles_h) // 2, (w - s * tiles_w) // 2
         tile = eta_pattern(s, x.device)
         signs = _signs((n, c, tiles_h, tiles_w), generator, x.device)
-        grid = (signs[:, :, :, None, :, None] * tile[None, None, None, :, None, :]).reshape(n, c, tiles_h * s, tiles_w * s)
+        grid = (signs[:, :, :, None, :, None] * tile[None, None, None, :, None, :]).reshape(
+            n, c, tiles_h * s, tiles_w * s
+        )
         delta = torch.zeros_like(x)
-        delta[:, :, off_h:off_h + tiles_h * s, off_w:off_w + tiles_w * s] = grid
+        delta[:, :, off_h : off_h + tiles_h * s, off_w : off_w + tiles_w * s] = grid
         return (x + eps * delta / per_sample(delta.flatten(1).norm(dim=1).clamp_min(1e-12), x)).clamp(0.0, 1.0)
 
     def _step_linf(self, x: torch.Tensor, x_best: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
@@ -186,7 +194,7 @@ class Square(Attack):
         flip = torch.rand(n, generator=generator, device=x.device) < 0.5
         new = place(eta_pattern(s, x.device), top, left, h, w, flip) * _signs((n, c, 1, 1), generator, x.device)
         new = (new + old / (norm_w1 + 1e-12)) * w1
-        target = ((eps ** 2 - norm_img).clamp_min(0) / c + norm_windows).sqrt()
+        target = ((eps**2 - norm_img).clamp_min(0) / c + norm_windows).sqrt()
         new = new / _sq_norm(new, (2, 3)).sqrt().clamp_min(1e-12) * target
         delta = torch.where(w2, torch.zeros_like(delta), delta)
         delta = torch.where(w1, new, delta)

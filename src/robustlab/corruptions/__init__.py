@@ -27,8 +27,23 @@ from .registry import CORRUPTIONS, SEVERITIES, Corruption
 
 import_submodules(__name__, __path__)  # every family module registers its corruptions
 
-BENCHMARK = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-             "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression")
+BENCHMARK = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
 Source = Literal["generate", "cifar_c", "imagenet_c"]
 
 
@@ -36,8 +51,15 @@ def names() -> list[str]:
     return [c for c in BENCHMARK if c in CORRUPTIONS]
 
 
-def corrupt(x: torch.Tensor, name: str, severity: int, *, seed: int = 0, generator: torch.Generator | None = None,
-            root: str | Path | None = None) -> torch.Tensor:
+def corrupt(
+    x: torch.Tensor,
+    name: str,
+    severity: int,
+    *,
+    seed: int = 0,
+    generator: torch.Generator | None = None,
+    root: str | Path | None = None,
+) -> torch.Tensor:
     """Corruption `name` at `severity` (1..5) of images x (N×C×H×W in [0, 1]) -> same shape, in [0, 1].
 
     Randomness comes from `generator`, else from `seed` (the same seed gives the same corruption).
@@ -97,8 +119,14 @@ def corruption_accuracy(
         return float(hits.float().mean()) if len(hits) else float("nan")
 
     with eval_mode(model):
-        out: dict[str, Any] = {"clean_acc": accuracy(split), "acc": {}, "severities": list(severities), "skipped": {}, "n": len(split),
-                               "source": source}
+        out: dict[str, Any] = {
+            "clean_acc": accuracy(split),
+            "acc": {},
+            "severities": list(severities),
+            "skipped": {},
+            "n": len(split),
+            "source": source,
+        }
         hits_per_image.zero_()
         with progress_bar(disable=quiet) as bar:
             task = bar.add_task("corruptions", total=len(wanted) * len(severities), info="")
@@ -108,13 +136,24 @@ def corruption_accuracy(
                     for s in severities:
                         if source == "generate":
                             g = torch.Generator(device=device).manual_seed(seeds.corruption(seed, name, s))
-                            xs = torch.cat([corrupt(x, name, s, generator=g, root=root) for x, _ in batches(split, batch_size, device=device)])
+                            xs = torch.cat(
+                                [
+                                    corrupt(x, name, s, generator=g, root=root)
+                                    for x, _ in batches(split, batch_size, device=device)
+                                ]
+                            )
                             data = Split(xs, split.y)
                         elif source == "cifar_c":
                             data = readers.read_cifar_c(path, name, s, n=len(split))
                         else:
-                            data = readers.read_imagenet_c(path, name, s, class_names or [], int(split.x.shape[-1]),
-                                                           grayscale=split.x.shape[1] == 1)
+                            data = readers.read_imagenet_c(
+                                path,
+                                name,
+                                s,
+                                class_names or [],
+                                int(split.x.shape[-1]),
+                                grayscale=split.x.shape[1] == 1,
+                            )
                         accs.append(accuracy(data))
                         conditions += 1
                         bar.update(task, advance=1, info=f"{name} {s}")

@@ -25,15 +25,23 @@ def disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
     return ops.filter2d(ops.filter2d(disk[None, None], g[None, :], "constant"), g[:, None], "constant")[0, 0]
 
 
-@corruption("defocus_blur", "blur", cifar=[(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
-            imagenet=[(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)])
+@corruption(
+    "defocus_blur",
+    "blur",
+    cifar=[(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
+    imagenet=[(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)],
+)
 def defocus_blur(x, c, s, g, root):
     """Convolution with a disk of radius c[0] (anti-aliased by σ = c[1]); borders reflected."""
     return ops.filter2d(x, disk_kernel(c[0] * s, c[1] * s), "reflect")
 
 
-@corruption("glass_blur", "blur", cifar=[(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],
-            imagenet=[(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)])
+@corruption(
+    "glass_blur",
+    "blur",
+    cifar=[(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],
+    imagenet=[(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)],
+)
 def glass_blur(x, c, s, g, root):
     """Gaussian blur (σ = c[0]), `c[2]` rounds of local pixel scrambling within ±c[1] pixels, blur again.
 
@@ -54,15 +62,23 @@ def glass_blur(x, c, s, g, root):
     return ops.gaussian_blur(x, sigma)
 
 
-@corruption("motion_blur", "blur", cifar=[(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
-            imagenet=[(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)])
+@corruption(
+    "motion_blur",
+    "blur",
+    cifar=[(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
+    imagenet=[(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)],
+)
 def motion_blur(x, c, s, g, root):
     """ImageMagick motion blur (radius c[0], σ = c[1]) at a uniform random angle in [−45°, 45°]."""
     return ops.motion_blur(x, c[0] * s, c[1] * s, ops.uniform((x.shape[0],), -45, 45, g))
 
 
-@corruption("zoom_blur", "blur", cifar=[(1, 1.06, 0.01), (1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.01), (1, 1.26, 0.01)],
-            imagenet=[(1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.02), (1, 1.26, 0.02), (1, 1.31, 0.03)])
+@corruption(
+    "zoom_blur",
+    "blur",
+    cifar=[(1, 1.06, 0.01), (1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.01), (1, 1.26, 0.01)],
+    imagenet=[(1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.02), (1, 1.26, 0.02), (1, 1.31, 0.03)],
+)
 def zoom_blur(x, c, s, g, root):
     """Mean of x and its zooms into the centre by each factor of arange(c[0], c[1], c[2])."""
     factors = np.arange(*c)

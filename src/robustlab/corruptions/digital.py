@@ -24,10 +24,18 @@ def _imagenet_elastic(alpha: float, sigma: float, affine: float) -> tuple[float,
     return tuple(v * 244 / 224 for v in (alpha, sigma, affine))  # type: ignore[return-value]
 
 
-@corruption("elastic_transform", "digital",
-            cifar=[(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)],
-            imagenet=[_imagenet_elastic(2, 0.7, 0.1), _imagenet_elastic(2, 0.08, 0.2), _imagenet_elastic(0.05, 0.01, 0.02),
-                      _imagenet_elastic(0.07, 0.01, 0.02), _imagenet_elastic(0.12, 0.01, 0.02)])
+@corruption(
+    "elastic_transform",
+    "digital",
+    cifar=[(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)],
+    imagenet=[
+        _imagenet_elastic(2, 0.7, 0.1),
+        _imagenet_elastic(2, 0.08, 0.2),
+        _imagenet_elastic(0.05, 0.01, 0.02),
+        _imagenet_elastic(0.07, 0.01, 0.02),
+        _imagenet_elastic(0.12, 0.01, 0.02),
+    ],
+)
 def elastic_transform(x, c, s, g, root):
     """A random affine map (three control points around the centre moved by U(−c[2], c[2])), then a
     displacement field α·G_σ * U(−1, 1) per axis (α = c[0], σ = c[1]); all three are fractions of the
@@ -43,7 +51,9 @@ def elastic_transform(x, c, s, g, root):
     inverse = torch.linalg.inv(full)[:, :2].to(x.device)  # the output pixel p reads the input at M⁻¹ p
     field = ops.uniform((n, 2, h, w), -1, 1, g).to(x)
     field = alpha * ops.gaussian_blur(field, sigma, mode="reflect", truncate=3.0)
-    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=x.dtype), torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=x.device, dtype=x.dtype), torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij"
+    )
     px, py = xs + field[:, 0], ys + field[:, 1]
     qx = inverse[:, 0, 0, None, None] * px + inverse[:, 0, 1, None, None] * py + inverse[:, 0, 2, None, None]
     qy = inverse[:, 1, 0, None, None] * px + inverse[:, 1, 1, None, None] * py + inverse[:, 1, 2, None, None]

@@ -37,8 +37,11 @@ def corruption_errors(result: dict) -> dict[str, list[float]]:
 def alexnet_baseline() -> dict:
     """The published AlexNet numbers in the shape of a `corruption_accuracy` result: one entry per corruption,
     the mean over severities 1–5."""
-    return {"clean_acc": 1 - ALEXNET_CLEAN_ERROR, "acc": {c: [1 - e] for c, e in ALEXNET_ERRORS.items()},
-            "severities": list(SEVERITIES)}
+    return {
+        "clean_acc": 1 - ALEXNET_CLEAN_ERROR,
+        "acc": {c: [1 - e] for c, e in ALEXNET_ERRORS.items()},
+        "severities": list(SEVERITIES),
+    }
 
 
 def _severities(result: dict) -> list[int]:
@@ -52,14 +55,20 @@ def _check_comparable(result: dict, baseline: dict) -> None:
     """Raise unless `result` and `baseline` cover the same corruptions at the same severities."""
     mine, base = _severities(result), _severities(baseline)
     if mine != base:
-        raise RobustlabError(f"mce: the result was evaluated at severities {mine} and the baseline at {base}; CE compares "
-                             "errors summed over the same severities. Evaluate both at the same severities.")
-    only = [(sorted(set(a["acc"]) - set(b["acc"])), where) for a, b, where in
-            ((result, baseline, "only in the result"), (baseline, result, "only in the baseline"))]
+        raise RobustlabError(
+            f"mce: the result was evaluated at severities {mine} and the baseline at {base}; CE compares "
+            "errors summed over the same severities. Evaluate both at the same severities."
+        )
+    only = [
+        (sorted(set(a["acc"]) - set(b["acc"])), where)
+        for a, b, where in ((result, baseline, "only in the result"), (baseline, result, "only in the baseline"))
+    ]
     if any(names for names, _ in only):
         parts = "; ".join(f"{', '.join(names)} {where}" for names, where in only if names)
-        raise RobustlabError(f"mce: the result and the baseline cover different corruptions ({parts}); mCE averages over "
-                             "one set of corruptions. Evaluate both on the same corruptions.")
+        raise RobustlabError(
+            f"mce: the result and the baseline cover different corruptions ({parts}); mCE averages over "
+            "one set of corruptions. Evaluate both on the same corruptions."
+        )
 
 
 def mce(result: dict, baseline: dict) -> dict:

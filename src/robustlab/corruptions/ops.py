@@ -111,7 +111,9 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
     """Luma (ITU-R 601: 0.299 R + 0.587 G + 0.114 B) as N×1×H×W; one-channel images are returned as is."""
     if x.shape[1] == 1:
         return x
-    return (x * torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return (x * torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)).sum(
+        1, keepdim=True
+    )
 
 
 def uniform(shape: tuple[int, ...], lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:

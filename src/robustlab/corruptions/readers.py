@@ -27,20 +27,34 @@ def read_cifar_c(folder: str | Path, corruption: str, severity: int, n: int | No
     folder = Path(folder).expanduser()
     images, labels = folder / f"{corruption}.npy", folder / "labels.npy"
     if not images.exists() or not labels.exists():
-        raise RobustlabError(f"CIFAR-C: {images.name} and labels.npy not found in {folder}; download CIFAR-10-C "
-                             f"(Hendrycks & Dietterich 2019) and point the path at its folder.")
+        raise RobustlabError(
+            f"CIFAR-C: {images.name} and labels.npy not found in {folder}; download CIFAR-10-C "
+            f"(Hendrycks & Dietterich 2019) and point the path at its folder."
+        )
     arr, lab = read_numpy(images, mmap_mode="r"), read_numpy(labels, mmap_mode="r")
     per = arr.shape[0] // 5 if arr.shape[0] % 5 == 0 else PER_SEVERITY
     start = (severity - 1) * per
     stop = start + (per if n is None else min(n, per))
-    return Split(to_float_images(np.array(arr[start:stop]), "NHWC"), torch.as_tensor(np.array(lab[start:stop]), dtype=torch.long))
+    return Split(
+        to_float_images(np.array(arr[start:stop]), "NHWC"), torch.as_tensor(np.array(lab[start:stop]), dtype=torch.long)
+    )
 
 
-def read_imagenet_c(folder: str | Path, corruption: str, severity: int, class_names: list[str], image_size: int,
-                    max_per_class: int | None = None, grayscale: bool = False) -> Split:
-    """Severity `severity` of one ImageNet-C corruption, resized/cropped to `image_size` as our imagefolder loader does."""
+def read_imagenet_c(
+    folder: str | Path,
+    corruption: str,
+    severity: int,
+    class_names: list[str],
+    image_size: int,
+    max_per_class: int | None = None,
+    grayscale: bool = False,
+) -> Split:
+    """Severity `severity` of one ImageNet-C corruption, resized/cropped to `image_size` as our imagefolder
+    loader does."""
     split_dir = Path(folder).expanduser() / corruption / str(severity)
     if not split_dir.is_dir():
-        raise RobustlabError(f"ImageNet-C: {split_dir} does not exist (expected <dir>/<corruption>/<severity>/<class>/<image>).")
+        raise RobustlabError(
+            f"ImageNet-C: {split_dir} does not exist (expected <dir>/<corruption>/<severity>/<class>/<image>)."
+        )
     x, y = read_class_folders(split_dir, class_names, image_size, grayscale, max_per_class, require_each=False)
     return Split(x, y)

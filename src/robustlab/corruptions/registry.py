@@ -43,7 +43,9 @@ class Corruption:
 CORRUPTIONS: Registry[Corruption] = Registry("corruption")
 
 
-def corruption(name: str, family: str, cifar: Sequence[Any], imagenet: Sequence[Any], needs_files: str = "") -> Callable:
+def corruption(
+    name: str, family: str, cifar: Sequence[Any], imagenet: Sequence[Any], needs_files: str = ""
+) -> Callable:
     """Register `fn` as corruption `name` with its CIFAR-10-C and ImageNet-C parameter tables."""
 
     def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:

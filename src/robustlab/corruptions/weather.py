@@ -15,11 +15,24 @@ from .registry import corruption
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
 
 
-@corruption("snow", "weather",
-            cifar=[(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
-                   (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)],
-            imagenet=[(0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7), (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
-                      (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65), (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)])
+@corruption(
+    "snow",
+    "weather",
+    cifar=[
+        (0.1, 0.2, 1, 0.6, 8, 3, 0.95),
+        (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
+        (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+        (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
+        (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8),
+    ],
+    imagenet=[
+        (0.1, 0.3, 3, 0.5, 10, 4, 0.8),
+        (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
+        (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+        (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
+        (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55),
+    ],
+)
 def snow(x, c, s, g, root):
     """Flakes: N(c[0], c[1]²) per pixel, zoomed by c[2], zeroed below c[3], motion-blurred (radius c[4],
     σ = c[5], angle in [−135°, −45°]); the image is whitened towards max(x, 1.5·gray + 0.5) with weight
@@ -39,24 +52,38 @@ def _frost_textures(root: Path | None, scale: float, channels: int) -> list[torc
     folder = Path(root) / "frost" if root is not None else None
     found = [folder / f for f in FROST_FILES[:5] if folder is not None and (folder / f).exists()]
     if not found:
-        raise RobustlabError(f"frost: the frost photographs ({', '.join(FROST_FILES[:5])}, from Hendrycks & Dietterich's "
-                             f"ImageNet-C code) are not in {folder}; put them there to evaluate frost.")
+        raise RobustlabError(
+            f"frost: the frost photographs ({', '.join(FROST_FILES[:5])}, from Hendrycks & Dietterich's "
+            f"ImageNet-C code) are not in {folder}; put them there to evaluate frost."
+        )
     out = []
     for path in found:
         with Image.open(path) as im:
             im = im.convert("L" if channels == 1 else "RGB")
             im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
-            out.append(torch.from_numpy(np.asarray(im, dtype=np.float32).copy()).reshape(im.height, im.width, channels).permute(2, 0, 1) / 255)
+            out.append(
+                torch.from_numpy(np.asarray(im, dtype=np.float32).copy())
+                .reshape(im.height, im.width, channels)
+                .permute(2, 0, 1)
+                / 255
+            )
     return out
 
 
-@corruption("frost", "weather", cifar=[(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
-            imagenet=[(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)], needs_files="frost/frost1.png ... frost5.jpg")
+@corruption(
+    "frost",
+    "weather",
+    cifar=[(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
+    imagenet=[(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)],
+    needs_files="frost/frost1.png ... frost5.jpg",
+)
 def frost(x, c, s, g, root):
     """c[0]·x + c[1]·(a random crop of a frost photograph). CIFAR-10-C shrinks the photographs to 0.2 of
     their size, ImageNet-C uses them as they are; other sizes scale that by the pixel factor."""
     n, ch, h, w = x.shape
-    textures = [t for t in _frost_textures(root, (0.2 if h < 128 else 1.0) * s, ch) if t.shape[1] > h and t.shape[2] > w]
+    textures = [
+        t for t in _frost_textures(root, (0.2 if h < 128 else 1.0) * s, ch) if t.shape[1] > h and t.shape[2] > w
+    ]
     if not textures:
         raise RobustlabError(f"frost: the frost photographs are smaller than the {h}×{w} images.")
     which = torch.randint(0, len(textures), (n,), generator=g, device=g.device).cpu()
@@ -73,8 +100,12 @@ def frost(x, c, s, g, root):
     return c[0] * x + c[1] * layer
 
 
-@corruption("fog", "weather", cifar=[(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)],
-            imagenet=[(1.5, 2), (2, 2), (2.5, 1.7), (2.5, 1.5), (3, 1.4)])
+@corruption(
+    "fog",
+    "weather",
+    cifar=[(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)],
+    imagenet=[(1.5, 2), (2, 2), (2.5, 1.7), (2.5, 1.5), (3, 1.4)],
+)
 def fog(x, c, s, g, root):
     """x + c[0]·(plasma fractal with decay c[1]), rescaled by max(x) / (max(x) + c[0])."""
     n, _, h, w = x.shape

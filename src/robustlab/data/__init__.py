@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..registry import import_submodules
 from .base import AugmentSpec, ImageDataset, Split, check_images, check_labels, data_root
 from .loader import batches, num_batches
 from .registry import DATASETS
-from ..registry import import_submodules
 
 import_submodules(__name__, __path__)  # every loader module registers itself
 

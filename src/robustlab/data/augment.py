@@ -8,7 +8,13 @@ import torch.nn.functional as F
 from ..errors import RobustlabError
 from .base import AugmentSpec
 
-PAD_MODES = {"constant": "constant", "zeros": "constant", "reflect": "reflect", "replicate": "replicate", "edge": "replicate"}
+PAD_MODES = {
+    "constant": "constant",
+    "zeros": "constant",
+    "reflect": "reflect",
+    "replicate": "replicate",
+    "edge": "replicate",
+}
 
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator, pad_mode: str = "constant") -> torch.Tensor:

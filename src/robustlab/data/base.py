@@ -22,13 +22,13 @@ class Split:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         return Split(self.x.to(device), self.y.to(device))
 
-    def subset(self, index: torch.Tensor | slice) -> "Split":
+    def subset(self, index: torch.Tensor | slice) -> Split:
         return Split(self.x[index], self.y[index])
 
-    def head(self, n: int | None) -> "Split":
+    def head(self, n: int | None) -> Split:
         """The first `n` samples (all when n is None)."""
         return self if n is None or n >= len(self) else self.subset(slice(0, n))
 
@@ -102,7 +102,9 @@ class ImageDataset:
     def __repr__(self) -> str:  # the dataclass default would print every split's tensors in full
         names = ", ".join(self.class_names[:4]) + (", …" if self.num_classes > 4 else "")
         values = _values(self.train.x, self.val.x, self.test.x)
-        return f"ImageDataset({self.summary()} ({names}), {values}" + (", augmented" if self.augment.enabled else "") + ")"
+        return (
+            f"ImageDataset({self.summary()} ({names}), {values}" + (", augmented" if self.augment.enabled else "") + ")"
+        )
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -146,19 +148,26 @@ def check_images(where: str, x: torch.Tensor) -> None:
 def check_labels(where: str, y: torch.Tensor, num_classes: int, n: int | None = None) -> None:
     """Raise unless `y` holds integer labels in [0, num_classes) (and `n` of them)."""
     if not torch.is_tensor(y) or y.dim() != 1 or y.is_floating_point():
-        raise RobustlabError(f"{where}: labels must be a 1-d integer tensor; got {getattr(y, 'shape', y)!r} {getattr(y, 'dtype', '')}.")
+        raise RobustlabError(
+            f"{where}: labels must be a 1-d integer tensor; got {getattr(y, 'shape', y)!r} {getattr(y, 'dtype', '')}."
+        )
     if n is not None and y.shape[0] != n:
         raise RobustlabError(f"{where}: {y.shape[0]} labels for {n} images.")
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         bad = y[(y < 0) | (y >= num_classes)][0].item()
-        raise RobustlabError(f"{where}: label {bad} is out of range; allowed: 0..{num_classes - 1} ({num_classes} classes).")
+        raise RobustlabError(
+            f"{where}: label {bad} is out of range; allowed: 0..{num_classes - 1} ({num_classes} classes)."
+        )
+
 
 def check_stats(dataset: str, mean: tuple[float, ...] | None, std: tuple[float, ...] | None, channels: int) -> None:
-    """Raise unless the `mean`/`std` options (when given) have one positive-std value per channel.
-    """
+    """Raise unless the `mean`/`std` options (when given) have one positive-std value per channel."""
     for key, value in (("mean", mean), ("std", std)):
         if value is not None and len(value) != channels:
-            raise RobustlabError(f"{dataset}: option {key}={tuple(value)!r} has {len(value)} values; the images have {channels} channel(s).")
+            raise RobustlabError(
+                f"{dataset}: option {key}={tuple(value)!r} has {len(value)} values; the images have {channels} "
+                "channel(s)."
+            )
     if std is not None and any(s <= 0 for s in std):
         raise RobustlabError(f"{dataset}: option std={tuple(std)!r} must be positive.")
 
@@ -172,7 +181,7 @@ def carve_validation(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: in
     for c in torch.unique(y):
         idx = torch.nonzero(y == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
-        val_idx.append(idx[: int(round(fraction * len(idx)))])
+        val_idx.append(idx[: round(fraction * len(idx))])
     val = torch.cat(val_idx) if val_idx else torch.empty(0, dtype=torch.long)
     val = val[torch.randperm(len(val), generator=g)]
     mask = torch.ones(len(y), dtype=torch.bool)
@@ -210,7 +219,10 @@ def finish(
         check_images(f"{name} {split}", x)
         check_labels(f"{name} {split}", y, len(class_names), n=x.shape[0])
     if train_x.shape[1:] != test_x.shape[1:]:
-        raise RobustlabError(f"{name}: train images {tuple(train_x.shape[1:])} and test images {tuple(test_x.shape[1:])} differ in shape.")
+        raise RobustlabError(
+            f"{name}: train images {tuple(train_x.shape[1:])} and test images {tuple(test_x.shape[1:])} differ in "
+            "shape."
+        )
     train, val = carve_validation(train_x, train_y.long(), val_fraction, seed)
     c = train_x.shape[1]
     return ImageDataset(

@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import RobustlabError
-from .base import AugmentSpec, ImageDataset, data_root, finish, missing_files_error, to_float_images
-from .base import check_stats
+from .base import AugmentSpec, ImageDataset, check_stats, data_root, finish, missing_files_error, to_float_images
 from .registry import DATASETS
 
 try:  # numpy >= 2
@@ -34,7 +33,9 @@ except ImportError:  # numpy 1.x
 def _latin1_encode(text: Any, encoding: str = "latin1") -> bytes:
     """`_codecs.encode` as Python 3 pickles (protocol <= 2) use it for bytes, and nothing more."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"_codecs.encode is only allowed as encode(str, 'latin1'), got encoding {encoding!r}")
+        raise pickle.UnpicklingError(
+            f"_codecs.encode is only allowed as encode(str, 'latin1'), got encoding {encoding!r}"
+        )
     return text.encode("latin1")
 
 
@@ -144,7 +145,7 @@ def _read_members(dataset: str, base: Path) -> dict[str, dict[str, Any]]:
                 partial.append(f"{path} lacks {', '.join(n for n in needed if n not in present)}")
         elif kind == "tar" and path.is_file():
             return _read_archive(path, lay["folder"], needed)
-    expected = needed + [f"(or the archive {lay['archive']})"]
+    expected = [*needed, f"(or the archive {lay['archive']})"]
     hint = ("Incomplete: " + "; ".join(partial) + ".") if partial else ""
     raise missing_files_error(dataset, expected, [p for _, p in _search_paths(dataset, base)], hint)
 
@@ -161,7 +162,9 @@ def _read_archive(path: Path, folder: str, needed: list[str]) -> dict[str, dict[
                     if f is not None:
                         out[p.name] = safe_unpickle(f, f"{path}:{member.name}")
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-        raise RobustlabError(f"{path}: cannot read the archive ({type(err).__name__}: {err}); re-download it.") from None
+        raise RobustlabError(
+            f"{path}: cannot read the archive ({type(err).__name__}: {err}); re-download it."
+        ) from None
     missing = [n for n in needed if n not in out]
     if missing:
         raise RobustlabError(f"{path}: the archive lacks {', '.join(f'{folder}/{n}' for n in missing)}.")
@@ -171,7 +174,9 @@ def _read_archive(path: Path, folder: str, needed: list[str]) -> dict[str, dict[
 def _names(meta: dict[str, Any], key: str, where: str) -> list[str]:
     names = meta.get(key)
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, (bytes, str)) for n in names):
-        raise RobustlabError(f"{where}: expected a list of class names under {key!r}; keys present: {', '.join(sorted(map(str, meta)))}.")
+        raise RobustlabError(
+            f"{where}: expected a list of class names under {key!r}; keys present: {', '.join(sorted(map(str, meta)))}."
+        )
     return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
 
 
@@ -187,7 +192,9 @@ def _batch(d: dict[str, Any], label_key: str, where: str, num_classes: int) -> t
     if labels.size == 0:
         labels = labels.astype(np.int64)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise RobustlabError(f"{where}: {label_key!r} must be a list of integers; got {labels.dtype.name} of shape {labels.shape}.")
+        raise RobustlabError(
+            f"{where}: {label_key!r} must be a list of integers; got {labels.dtype.name} of shape {labels.shape}."
+        )
     if labels.shape[0] != data.shape[0]:
         raise RobustlabError(f"{where}: {labels.shape[0]} labels for {data.shape[0]} images.")
     if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):

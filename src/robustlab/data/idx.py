@@ -57,7 +57,9 @@ def read_idx(path: Path) -> np.ndarray:
         )
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise RobustlabError(f"{path}: truncated idx header: {ndim} dimensions need {header} bytes, file has {len(raw)}.")
+        raise RobustlabError(
+            f"{path}: truncated idx header: {ndim} dimensions need {header} bytes, file has {len(raw)}."
+        )
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[code]
     count = int(np.prod(dims, dtype=np.int64))
@@ -97,17 +99,25 @@ def _locate(dataset: str, dirs: list[Path]) -> dict[str, Path]:
     raise missing_files_error(dataset, expected, dirs, hint)
 
 
-def _read_split(dataset: str, images_path: Path, labels_path: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_split(
+    dataset: str, images_path: Path, labels_path: Path, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     images = read_idx(images_path)
     labels = read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise RobustlabError(
-            f"{images_path}: expected uint8 images N×H×W (magic 0x00000803); got {images.dtype.name} of shape {images.shape}."
+            f"{images_path}: expected uint8 images N×H×W (magic 0x00000803); got {images.dtype.name} of shape "
+            f"{images.shape}."
         )
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise RobustlabError(f"{labels_path}: expected 1-d integer labels (magic 0x00000801); got {labels.dtype.name} of shape {labels.shape}.")
+        raise RobustlabError(
+            f"{labels_path}: expected 1-d integer labels (magic 0x00000801); got {labels.dtype.name} of shape "
+            f"{labels.shape}."
+        )
     if labels.shape[0] != images.shape[0]:
-        raise RobustlabError(f"{dataset}: {labels_path} holds {labels.shape[0]} labels but {images_path} holds {images.shape[0]} images.")
+        raise RobustlabError(
+            f"{dataset}: {labels_path} holds {labels.shape[0]} labels but {images_path} holds {images.shape[0]} images."
+        )
     if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         bad = labels[(labels < 0) | (labels >= num_classes)][0]
         raise RobustlabError(f"{labels_path}: label {int(bad)} is out of range; allowed: 0..{num_classes - 1}.")

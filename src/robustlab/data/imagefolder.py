@@ -14,8 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import RobustlabError
-from .base import AugmentSpec, ImageDataset, data_root, finish, missing_files_error, to_float_images
-from .base import check_stats
+from .base import AugmentSpec, ImageDataset, check_stats, data_root, finish, missing_files_error, to_float_images
 from .registry import DATASETS
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -66,18 +65,24 @@ def read_class_folders(
     for k, name in enumerate(classes):
         found = _image_files(split_dir / name, max_per_class)
         if require_each and not found:
-            raise RobustlabError(f"imagefolder: {split_dir / name} holds no images with extension {', '.join(EXTENSIONS)} (any case).")
+            raise RobustlabError(
+                f"imagefolder: {split_dir / name} holds no images with extension {', '.join(EXTENSIONS)} (any case)."
+            )
         files += found
         labels += [k] * len(found)
     if not files:
-        raise RobustlabError(f"imagefolder: {split_dir} holds no images with extension {', '.join(EXTENSIONS)} (any case).")
+        raise RobustlabError(
+            f"imagefolder: {split_dir} holds no images with extension {', '.join(EXTENSIONS)} (any case)."
+        )
     out = np.empty((len(files), size, size, 1 if grayscale else 3), dtype=np.uint8)
     items: Any = enumerate(files)
     if len(files) > PROGRESS_THRESHOLD:
         from rich.console import Console
         from rich.progress import track
 
-        items = track(items, total=len(files), description=f"reading {split_dir}", console=Console(stderr=True), transient=True)
+        items = track(
+            items, total=len(files), description=f"reading {split_dir}", console=Console(stderr=True), transient=True
+        )
     for i, f in items:
         out[i] = load_image(f, size, grayscale)
     return to_float_images(out, "NHWC"), torch.tensor(labels, dtype=torch.long)
@@ -139,7 +144,9 @@ def load_imagefolder(
         parts = ([f"{test_dir} has folders not in train/: {', '.join(extra)}"] if extra else []) + (
             [f"{test_dir} lacks folders {', '.join(lacking)}"] if lacking else []
         )
-        raise RobustlabError(f"imagefolder: the class folders of {train_dir} and {test_dir} differ: {'; '.join(parts)}.")
+        raise RobustlabError(
+            f"imagefolder: the class folders of {train_dir} and {test_dir} differ: {'; '.join(parts)}."
+        )
     check_stats("imagefolder", mean, std, 1 if grayscale else 3)
     train_x, train_y = read_class_folders(train_dir, classes, image_size, grayscale, max_per_class, require_each=True)
     test_x, test_y = read_class_folders(test_dir, classes, image_size, grayscale, max_per_class, require_each=False)

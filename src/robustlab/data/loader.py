@@ -30,9 +30,8 @@ def batches(
     and resumable from the generator's saved state.
     """
     n = len(split)
-    if shuffle or (augment is not None and augment.enabled):
-        if generator is None:
-            raise ValueError("shuffle/augment need a torch.Generator")
+    if (shuffle or (augment is not None and augment.enabled)) and generator is None:
+        raise ValueError("shuffle/augment need a torch.Generator")
     order = torch.randperm(n, generator=generator, device=generator.device) if shuffle else None
     for b in range(num_batches(n, batch_size, drop_last)):
         sl = slice(b * batch_size, min(n, (b + 1) * batch_size))

@@ -16,8 +16,7 @@ import torch
 
 from .. import seeds
 from ..errors import RobustlabError
-from .base import ImageDataset, carve_validation, data_root, finish, missing_files_error, to_float_images
-from .base import check_stats
+from .base import ImageDataset, carve_validation, check_stats, data_root, finish, missing_files_error, to_float_images
 from .registry import DATASETS
 
 SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -66,7 +65,9 @@ def _labels(y: np.ndarray, where: str, n: int) -> torch.Tensor:
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise RobustlabError(f"{where}: labels must be a 1-d integer array (or N×1); got {y.dtype.name} of shape {y.shape}.")
+        raise RobustlabError(
+            f"{where}: labels must be a 1-d integer array (or N×1); got {y.dtype.name} of shape {y.shape}."
+        )
     if y.shape[0] != n:
         raise RobustlabError(f"{where}: {y.shape[0]} labels for {n} images.")
     return torch.from_numpy(y.astype(np.int64))
@@ -89,7 +90,8 @@ def read_numpy(path: str | Path, mmap_mode: str | None = None) -> np.ndarray | d
     except ValueError as err:
         if "allow_pickle" in str(err):
             raise RobustlabError(
-                f"{path}: holds pickled Python objects (an array of dtype=object), which are refused (allow_pickle=False); "
+                f"{path}: holds pickled Python objects (an array of dtype=object), which are refused "
+                "(allow_pickle=False); "
                 "save plain numeric arrays (class names as np.array(names) of str, not dtype=object)."
             ) from None
         raise RobustlabError(f"{path}: not a readable numpy file ({err}).") from None
@@ -144,10 +146,15 @@ def load_npz(
     if "class_names" in arrays:
         names = arrays["class_names"]
         if names.ndim != 1 or names.dtype.kind not in "US" or names.size == 0:
-            raise RobustlabError(f"{file}: class_names must be a non-empty 1-d array of strings; got {names.dtype.name} of shape {names.shape}.")
+            raise RobustlabError(
+                f"{file}: class_names must be a non-empty 1-d array of strings; got {names.dtype.name} of shape "
+                f"{names.shape}."
+            )
         class_names = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names.tolist()]
     else:
         top = max((int(y.max()) for y in (train_y, test_y) if y.numel()), default=-1)
         class_names = [str(k) for k in range(top + 1)]
     check_stats("npz", mean, std, train_x.shape[1])
-    return finish("npz", train_x, train_y, test_x, test_y, class_names, val_fraction=val_fraction, seed=seed, mean=mean, std=std)
+    return finish(
+        "npz", train_x, train_y, test_x, test_y, class_names, val_fraction=val_fraction, seed=seed, mean=mean, std=std
+    )

@@ -12,8 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import RobustlabError
-from .base import AugmentSpec, ImageDataset, data_root, finish, missing_files_error, to_float_images
-from .base import check_stats
+from .base import AugmentSpec, ImageDataset, check_stats, data_root, finish, missing_files_error, to_float_images
 from .registry import DATASETS
 
 
@@ -27,20 +26,24 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise RobustlabError(f"{path}: not a readable SVHN .mat file ({type(err).__name__}: {err}).") from None
     missing = [k for k in ("X", "y") if k not in mat]
     if missing:
-        raise RobustlabError(f"{path}: no variable {' or '.join(missing)}; an SVHN .mat file holds X (32×32×3×N) and y (N×1).")
+        raise RobustlabError(
+            f"{path}: no variable {' or '.join(missing)}; an SVHN .mat file holds X (32×32×3×N) and y (N×1)."
+        )
     x, y = mat["X"], mat["y"]
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[2] != 3:
         raise RobustlabError(f"{path}: X must be a uint8 array H×W×3×N; got {x.dtype.name} of shape {x.shape}.")
     if y.dtype.kind not in "iuf" or y.size != x.shape[3] or (y.ndim == 2 and 1 not in y.shape) or y.ndim > 2:
         raise RobustlabError(f"{path}: y must hold {x.shape[3]} labels (N×1); got {y.dtype.name} of shape {y.shape}.")
     labels = y.reshape(-1)
-    if labels.dtype.kind == "f":  # some re-exports store labels as double; accept them only when integral
-        if not np.all(labels == np.round(labels)):
-            raise RobustlabError(f"{path}: y holds non-integer labels.")
+    # some re-exports store labels as double; accept them only when integral
+    if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
+        raise RobustlabError(f"{path}: y holds non-integer labels.")
     labels = labels.astype(np.int64)
     bad = (labels < 0) | (labels > 10)
     if bad.any():
-        raise RobustlabError(f"{path}: label {int(labels[bad][0])} is out of range; SVHN labels are 1..10 (10 = digit 0).")
+        raise RobustlabError(
+            f"{path}: label {int(labels[bad][0])} is out of range; SVHN labels are 1..10 (10 = digit 0)."
+        )
     labels[labels == 10] = 0
     images = np.ascontiguousarray(x.transpose(3, 2, 0, 1))  # H×W×C×N -> N×C×H×W
     return images, labels
@@ -66,7 +69,11 @@ def load_svhn(
     names = ["train_32x32.mat", "test_32x32.mat"] + (["extra_32x32.mat"] if extra else [])
     found = next((d for d in dirs if all((d / n).is_file() for n in names)), None)
     if found is None:
-        partial = [f"{d} has only {', '.join(n for n in names if (d / n).is_file())}" for d in dirs if any((d / n).is_file() for n in names)]
+        partial = [
+            f"{d} has only {', '.join(n for n in names if (d / n).is_file())}"
+            for d in dirs
+            if any((d / n).is_file() for n in names)
+        ]
         raise missing_files_error("svhn", names, dirs, ("Incomplete: " + "; ".join(partial) + ".") if partial else "")
     check_stats("svhn", mean, std, 3)
     train_x, train_y = read_svhn_mat(found / "train_32x32.mat")
@@ -74,7 +81,10 @@ def load_svhn(
     if extra:
         extra_x, extra_y = read_svhn_mat(found / "extra_32x32.mat")
         if extra_x.shape[1:] != train_x.shape[1:]:
-            raise RobustlabError(f"svhn: extra_32x32.mat images {extra_x.shape[1:]} differ in shape from train_32x32.mat images {train_x.shape[1:]}.")
+            raise RobustlabError(
+                f"svhn: extra_32x32.mat images {extra_x.shape[1:]} differ in shape from train_32x32.mat images "
+                f"{train_x.shape[1:]}."
+            )
         train_x, train_y = np.concatenate([train_x, extra_x]), np.concatenate([train_y, extra_y])
     return finish(
         "svhn",

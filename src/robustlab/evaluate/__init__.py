@@ -24,5 +24,17 @@ from .run import check_outputs, evaluate
 from .state import EvalState, fingerprint
 from .suites import attack_label, resolve_suite
 
-__all__ = ["SUITES", "EvalResult", "EvalState", "attack_label", "check_outputs", "evaluate", "fingerprint", "flag_lines",
-           "markdown_table", "print_table", "resolve_suite", "stages_lines"]
+__all__ = [
+    "SUITES",
+    "EvalResult",
+    "EvalState",
+    "attack_label",
+    "check_outputs",
+    "evaluate",
+    "fingerprint",
+    "flag_lines",
+    "markdown_table",
+    "print_table",
+    "resolve_suite",
+    "stages_lines",
+]

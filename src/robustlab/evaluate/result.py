@@ -55,11 +55,13 @@ class EvalResult:
         run_dir = Path(run_dir)
         with atomic_path(run_dir / f"{stem}_samples.npz") as tmp:
             np.savez_compressed(tmp, **self.per_sample)
-        write_text_atomic(run_dir / f"{stem}.md", markdown_table({run_dir.name: self}) + stages_lines(self) + flag_lines(self.flags))
+        write_text_atomic(
+            run_dir / f"{stem}.md", markdown_table({run_dir.name: self}) + stages_lines(self) + flag_lines(self.flags)
+        )
         write_text_atomic(run_dir / f"{stem}.json", json.dumps(self.to_json(), indent=2))
 
     @classmethod
-    def load(cls, run_dir: str | Path, stem: str = "eval") -> "EvalResult":
+    def load(cls, run_dir: str | Path, stem: str = "eval") -> EvalResult:
         d = read_json(Path(run_dir) / f"{stem}.json")
         samples = Path(run_dir) / f"{stem}_samples.npz"
         per = read_numpy(samples) if samples.exists() else {}
@@ -88,8 +90,10 @@ def markdown_table(results: dict[str, EvalResult], digits: int = 2) -> str:
 
 def stages_lines(result: EvalResult) -> str:
     """One line per cascaded attack: robust accuracy after each of its components."""
-    return "".join(f"\n{attack}: " + " → ".join(f"{name} {100 * acc:.2f}%" for name, acc in comps.items()) + "\n"
-                   for attack, comps in result.stages.items())
+    return "".join(
+        f"\n{attack}: " + " → ".join(f"{name} {100 * acc:.2f}%" for name, acc in comps.items()) + "\n"
+        for attack, comps in result.stages.items()
+    )
 
 
 def flag_lines(flags: list[dict[str, Any]]) -> str:
@@ -100,8 +104,11 @@ def flag_lines(flags: list[dict[str, Any]]) -> str:
     lines = [f"\nFLAG {f['name']}: {f['detail']}\n  {f['explanation']}" for f in raised]
     checked = ", ".join(f"{f['name']} (n={f['n']})" for f in flags if f["checked"] and not f["raised"])
     skipped = ", ".join(f"{f['name']} ({f['detail']})" for f in flags if not f["checked"])
-    lines.append(f"\nsanity flags: {len(raised)} raised" + (f"; passed: {checked}" if checked else "") +
-                 (f"; not checked: {skipped}" if skipped else ""))
+    lines.append(
+        f"\nsanity flags: {len(raised)} raised"
+        + (f"; passed: {checked}" if checked else "")
+        + (f"; not checked: {skipped}" if skipped else "")
+    )
     return "\n".join(lines) + "\n"
 
 

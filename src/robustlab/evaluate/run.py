@@ -64,12 +64,19 @@ def evaluate(
     called after each batch of each attack.
     """
     threat = ThreatModel.parse(threat)
-    device = torch.device(device) if device is not None else next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = (
+        torch.device(device)
+        if device is not None
+        else next((p.device for p in model.parameters()), torch.device("cpu"))
+    )
     num_classes = num_classes if num_classes is not None else getattr(model, "num_classes", None)
     _check_inputs(split, threat, num_classes, precision, device)
     specs = resolve_suite(suite)
     step = step if step is not None else threat.eps * step_ratio
-    attacks = [(attack_label(s), build_attack(s, threat, defaults={"step": step}, seed=seed, num_classes=num_classes)) for s in specs]
+    attacks = [
+        (attack_label(s), build_attack(s, threat, defaults={"step": step}, seed=seed, num_classes=num_classes))
+        for s in specs
+    ]
     world = world or World()
     quiet = quiet or not world.is_main
     data = split.to(device)
@@ -80,33 +87,75 @@ def evaluate(
         correct_idx = torch.nonzero(clean).flatten()
         target = data.subset(correct_idx.to(device))
         n_batches = -(-len(target) // batch_size)
-        state = _open_state(state_path, world, quiet, n_batches, {
-            "threat": str(threat), "suite": specs, "step": step, "batch_size": batch_size, "seed": seed,
-            "model": fingerprint(*model.state_dict().values()), "data": fingerprint(split.x, split.y)})
+        state = _open_state(
+            state_path,
+            world,
+            quiet,
+            n_batches,
+            {
+                "threat": str(threat),
+                "suite": specs,
+                "step": step,
+                "batch_size": batch_size,
+                "seed": seed,
+                "model": fingerprint(*model.state_dict().values()),
+                "data": fingerprint(split.x, split.y),
+            },
+        )
         per_sample: dict[str, np.ndarray] = {"clean": clean.numpy()}
         stages: dict[str, dict[str, float]] = {}
         with progress_bar(disable=quiet) as bar, _autocast(precision, device):
             task = bar.add_task("evaluate", total=len(attacks) * n_batches, info="")
             for label, attack in attacks:
-                arrays, seconds[label] = _run_attack(label, attack, model, target, batch_size, seed, state,
-                                                     lambda b: bar.update(task, advance=b, info=label), on_batch_done,
-                                                     world, quiet)
+                arrays, seconds[label] = _run_attack(
+                    label,
+                    attack,
+                    model,
+                    target,
+                    batch_size,
+                    seed,
+                    state,
+                    lambda b, label=label: bar.update(task, advance=b, info=label),
+                    on_batch_done,
+                    world,
+                    quiet,
+                )
                 _place(label, arrays, correct_idx.numpy(), len(data), per_sample, stages)
                 if not quiet:
                     console.print(f"  {label:<10} {per_sample[label].mean():7.2%}  ({seconds[label]:.1f}s)")
-    result = EvalResult(threat=str(threat), suite=[label for label, _ in attacks], n=len(data), clean=float(clean.float().mean()),
-                        attacks={label: float(per_sample[label].mean()) for label, _ in attacks}, worst_case=0.0, step=step,
-                        seconds=seconds, stages=stages, per_sample=per_sample)
+    result = EvalResult(
+        threat=str(threat),
+        suite=[label for label, _ in attacks],
+        n=len(data),
+        clean=float(clean.float().mean()),
+        attacks={label: float(per_sample[label].mean()) for label, _ in attacks},
+        worst_case=0.0,
+        step=step,
+        seconds=seconds,
+        stages=stages,
+        per_sample=per_sample,
+    )
     result.worst_case = float(result.robust().mean())
     if flags is not None and flags.enabled:
-        result.flags = sanity.check(model, split, threat, [result, *flag_context], flags, num_classes=num_classes, seed=seed,
-                                    device=device, batch_size=batch_size)
+        result.flags = sanity.check(
+            model,
+            split,
+            threat,
+            [result, *flag_context],
+            flags,
+            num_classes=num_classes,
+            seed=seed,
+            device=device,
+            batch_size=batch_size,
+        )
     if state is not None:
         state.remove()
     return result
 
 
-def _check_inputs(split: Split, threat: ThreatModel, num_classes: int | None, precision: str, device: torch.device) -> None:
+def _check_inputs(
+    split: Split, threat: ThreatModel, num_classes: int | None, precision: str, device: torch.device
+) -> None:
     if threat.eps <= 0:
         raise RobustlabError(f"evaluation needs eps > 0; got threat model {threat}.")
     check_images("evaluate", split.x)
@@ -134,7 +183,9 @@ def _clean_correct(model: nn.Module, data: Split, batch_size: int, num_classes: 
     return torch.cat(correct).cpu()
 
 
-def _open_state(path: str | Path | None, world: World, quiet: bool, n_batches: int, settings: dict[str, Any]) -> EvalState | None:
+def _open_state(
+    path: str | Path | None, world: World, quiet: bool, n_batches: int, settings: dict[str, Any]
+) -> EvalState | None:
     """The resume state at `path` (a distributed evaluation keeps none: its batches are shared between ranks)."""
     if path is None or world.distributed:
         return None
@@ -145,8 +196,14 @@ def _open_state(path: str | Path | None, world: World, quiet: bool, n_batches: i
     return state
 
 
-def _place(label: str, arrays: dict[str, np.ndarray], correct_idx: np.ndarray, n: int, per_sample: dict[str, np.ndarray],
-           stages: dict[str, dict[str, float]]) -> None:
+def _place(
+    label: str,
+    arrays: dict[str, np.ndarray],
+    correct_idx: np.ndarray,
+    n: int,
+    per_sample: dict[str, np.ndarray],
+    stages: dict[str, dict[str, float]],
+) -> None:
     """Spread an attack's per-sample arrays over the clean-correct points to all n points (a point the model gets
     wrong is wrong under every attack); a cascade's stages also go to `stages` as accuracies."""
     for key, robust_correct in arrays.items():
@@ -154,12 +211,22 @@ def _place(label: str, arrays: dict[str, np.ndarray], correct_idx: np.ndarray, n
         robust[correct_idx] = robust_correct
         per_sample[key] = robust
         if key != label:
-            stages.setdefault(label, {})[key[len(label) + 1:]] = float(robust.mean())
+            stages.setdefault(label, {})[key[len(label) + 1 :]] = float(robust.mean())
 
 
-def _run_attack(label: str, attack: Attack, model: nn.Module, target: Split, batch_size: int, seed: int, state: EvalState | None,
-                advance: Callable[[int], None], on_batch_done: Callable[[str, int], None] | None,
-                world: World, quiet: bool = True) -> tuple[dict[str, np.ndarray], float]:
+def _run_attack(
+    label: str,
+    attack: Attack,
+    model: nn.Module,
+    target: Split,
+    batch_size: int,
+    seed: int,
+    state: EvalState | None,
+    advance: Callable[[int], None],
+    on_batch_done: Callable[[str, int], None] | None,
+    world: World,
+    quiet: bool = True,
+) -> tuple[dict[str, np.ndarray], float]:
     """Run `attack` over the batches of `target` (the clean-correct points), continuing from `state`.
 
     Returns per-sample robust arrays over `target` — the attack's under `label`, a cascade's stages under
@@ -168,14 +235,19 @@ def _run_attack(label: str, attack: Attack, model: nn.Module, target: Split, bat
     between ranks (rank r takes batches b ≡ r mod size; the results are gathered in batch order).
     """
     first = state.batches.get(label, 0) if state else 0
-    parts = {k: [v] for k, v in state.arrays.items() if k == label or k.startswith(label + ":")} if state and first else {label: []}
+    parts = (
+        {k: [v] for k, v in state.arrays.items() if k == label or k.startswith(label + ":")}
+        if state and first
+        else {label: []}
+    )
     elapsed = state.seconds.get(label, 0.0) if state and first else 0.0
     advance(first)
     sizes: list[int] = []
     if getattr(attack, "on_stage", False) is None and not console.is_terminal and not quiet:  # no bar: a line per stage
         n_batches = -(-len(target) // batch_size)
         attack.on_stage = lambda stage, robust, n, s: console.print(  # type: ignore[attr-defined]
-            f"  {label} batch {len(sizes)}/{n_batches}: after {stage} {robust}/{n} robust ({s:.0f} s)")
+            f"  {label} batch {len(sizes)}/{n_batches}: after {stage} {robust}/{n} robust ({s:.0f} s)"
+        )
     for b, (x, y) in enumerate(batches(target, batch_size)):
         sizes.append(x.shape[0])
         if b < first or not world.mine(b):
@@ -197,7 +269,9 @@ def _run_attack(label: str, attack: Attack, model: nn.Module, target: Split, bat
     return arrays, elapsed
 
 
-def _gather_batches(arrays: dict[str, np.ndarray], sizes: list[int], world: World, device: torch.device) -> dict[str, np.ndarray]:
+def _gather_batches(
+    arrays: dict[str, np.ndarray], sizes: list[int], world: World, device: torch.device
+) -> dict[str, np.ndarray]:
     """Reassemble per-sample arrays whose batches were shared round-robin between ranks."""
     keys = sorted(set().union(*world.gather_objects(sorted(arrays))))
     out = {}
@@ -207,7 +281,7 @@ def _gather_batches(arrays: dict[str, np.ndarray], sizes: list[int], world: Worl
         offsets, pieces = [0] * world.size, []
         for b, n in enumerate(sizes):
             r = b % world.size
-            pieces.append(per_rank[r][offsets[r]: offsets[r] + n])
+            pieces.append(per_rank[r][offsets[r] : offsets[r] + n])
             offsets[r] += n
         out[key] = np.concatenate(pieces) if pieces else np.zeros(0, dtype=bool)
     return out
@@ -216,6 +290,12 @@ def _gather_batches(arrays: dict[str, np.ndarray], sizes: list[int], world: Worl
 def check_outputs(logits: torch.Tensor, n: int, num_classes: int | None) -> None:
     """Raise unless the model returns N×K logits; probabilities (rows on the simplex) are refused."""
     check_logits("evaluate", logits, n, num_classes)
-    if logits.shape[1] > 1 and bool((logits >= 0).all()) and torch.allclose(logits.sum(1), torch.ones_like(logits[:, 0]), atol=1e-4):
-        raise RobustlabError("evaluate: the model's outputs are probabilities (non-negative rows summing to 1); attacks need "
-                             "the logits before the softmax. Remove the final softmax from the model.")
+    if (
+        logits.shape[1] > 1
+        and bool((logits >= 0).all())
+        and torch.allclose(logits.sum(1), torch.ones_like(logits[:, 0]), atol=1e-4)
+    ):
+        raise RobustlabError(
+            "evaluate: the model's outputs are probabilities (non-negative rows summing to 1); attacks need "
+            "the logits before the softmax. Remove the final softmax from the model."
+        )

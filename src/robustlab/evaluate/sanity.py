@@ -41,30 +41,40 @@ if TYPE_CHECKING:
 
 EXPLANATIONS = {
     "randomised": "The logits change between two identical forward passes: attacks that assume a fixed model "
-                  "overestimate a randomised one's robustness (use expectation over transformations).",
+    "overestimate a randomised one's robustness (use expectation over transformations).",
     "zero_grad": "Zero or non-finite input gradients leave gradient-based attacks blind (e.g. a non-differentiable "
-                 "input quantisation, or a saturated softmax).",
+    "input quantisation, or a saturated softmax).",
     "large_eps": "With a much larger or unbounded ε every point can be turned into another class, so accuracy must "
-                 "fall to ~0; if it does not, the attacks are being blocked, not defeated.",
+    "fall to ~0; if it does not, the attacks are being blocked, not defeated.",
     "non_monotone": "Robust accuracy cannot rise with ε (a larger ball contains the smaller one); if it does, the "
-                    "attack fails at large ε, a sign of masking or of a badly scaled attack.",
+    "attack fails at large ε, a sign of masking or of a badly scaled attack.",
     "single_step": "One FGSM step should never beat iterative attacks of the same budget; if it does, the iterative "
-                   "attacks are stuck (masked or noisy gradients).",
+    "attacks are stuck (masked or noisy gradients).",
     "square": "A black-box attack should not beat white-box ones; Square breaking points that every gradient attack "
-              "missed points to masked gradients, or to white-box attacks too weak to trust.",
+    "missed points to masked gradients, or to white-box attacks too weak to trust.",
 }
 
 
-def _flag(name: str, raised: bool, value: float, threshold: float, n: int, detail: str, checked: bool = True) -> dict[str, Any]:
-    return {"name": name, "raised": bool(raised and checked), "checked": checked, "value": float(value),
-            "threshold": float(threshold), "n": int(n), "detail": detail, "explanation": EXPLANATIONS[name]}
+def _flag(
+    name: str, raised: bool, value: float, threshold: float, n: int, detail: str, checked: bool = True
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "raised": bool(raised and checked),
+        "checked": checked,
+        "value": float(value),
+        "threshold": float(threshold),
+        "n": int(n),
+        "detail": detail,
+        "explanation": EXPLANATIONS[name],
+    }
 
 
 def check(
     model: nn.Module,
     split: Split,
     threat: ThreatModel,
-    results: list["EvalResult"],
+    results: list[EvalResult],
     cfg: FlagConfig,
     *,
     num_classes: int | None,
@@ -91,7 +101,14 @@ class _Probe:
     """Runs an attack on the clean-correct points of the subset -> the (n,) bool mask of points it breaks."""
 
     def __init__(self, model, sub: Split, clean: np.ndarray, num_classes, seed: int, batch_size: int):
-        self.model, self.sub, self.clean, self.num_classes, self.seed, self.batch_size = model, sub, clean, num_classes, seed, batch_size
+        self.model, self.sub, self.clean, self.num_classes, self.seed, self.batch_size = (
+            model,
+            sub,
+            clean,
+            num_classes,
+            seed,
+            batch_size,
+        )
 
     def broken(self, spec: str | dict[str, Any], threat: ThreatModel, only: np.ndarray | None = None) -> np.ndarray:
         """Clean-correct points (of `only`, when given) that the attack misclassifies; a point the model gets wrong
@@ -103,7 +120,9 @@ class _Probe:
         if idx.size:
             part = self.sub.subset(torch.as_tensor(idx, device=self.sub.x.device))
             gen = torch.Generator(device=self.sub.x.device).manual_seed(self.seed)
-            success = torch.cat([attack.run(self.model, x, y, generator=gen).success for x, y in batches(part, self.batch_size)])
+            success = torch.cat(
+                [attack.run(self.model, x, y, generator=gen).success for x, y in batches(part, self.batch_size)]
+            )
             broken[idx[success.cpu().numpy()]] = True
         return broken
 
@@ -116,8 +135,14 @@ def _randomised(model, sub: Split, cfg: FlagConfig, batch_size: int) -> dict[str
             change = max(change, float(torch.nan_to_num((a - b).abs(), nan=float("inf")).amax()))
             scale = max(scale, float(a.abs().amax()))
     rel = change / max(1.0, scale)
-    return _flag("randomised", rel > cfg.logits_tol, rel, cfg.logits_tol, len(sub),
-                 f"largest logit change between two identical forward passes: {rel:.2g} (relative to the largest logit)")
+    return _flag(
+        "randomised",
+        rel > cfg.logits_tol,
+        rel,
+        cfg.logits_tol,
+        len(sub),
+        f"largest logit change between two identical forward passes: {rel:.2g} (relative to the largest logit)",
+    )
 
 
 def _zero_grad(model, sub: Split, cfg: FlagConfig, batch_size: int) -> dict[str, Any]:
@@ -125,13 +150,21 @@ def _zero_grad(model, sub: Split, cfg: FlagConfig, batch_size: int) -> dict[str,
     for x, y in batches(sub, batch_size):
         x = x.clone().requires_grad_(True)
         logits = model(x)
-        g_ce, g_margin = (torch.autograd.grad(loss.sum(), x, retain_graph=True)[0].flatten(1)
-                          for loss in (F.cross_entropy(logits, y, reduction="none"), margin(logits, y)))
+        g_ce, g_margin = (
+            torch.autograd.grad(loss.sum(), x, retain_graph=True)[0].flatten(1)
+            for loss in (F.cross_entropy(logits, y, reduction="none"), margin(logits, y))
+        )
         bad.append(torch.stack([((g == 0).all(1) | ~torch.isfinite(g).all(1)) for g in (g_ce, g_margin)]).any(0))
     bad_count = int(torch.cat(bad).sum())
     share = bad_count / len(sub)
-    return _flag("zero_grad", share > cfg.zero_grad_share, share, cfg.zero_grad_share, len(sub),
-                 f"{bad_count} of {len(sub)} points have a zero or non-finite input gradient (cross-entropy or logit margin)")
+    return _flag(
+        "zero_grad",
+        share > cfg.zero_grad_share,
+        share,
+        cfg.zero_grad_share,
+        len(sub),
+        f"{bad_count} of {len(sub)} points have a zero or non-finite input gradient (cross-entropy or logit margin)",
+    )
 
 
 def unbounded_eps(threat: ThreatModel, shape: tuple[int, ...]) -> float:
@@ -149,17 +182,33 @@ def _eps_flags(probe: _Probe, threat: ThreatModel, cfg: FlagConfig, clean: np.nd
     curve = ", ".join(f"{name} {100 * a:.1f}%" for name, a in acc.items())
     where = f"APGD-CE-{cfg.probe_steps} on {n} points"
     large = acc[largest] > cfg.large_eps_acc or acc["unbounded"] > cfg.unbounded_acc
-    flags = [_flag("large_eps", large, max(acc[largest], acc["unbounded"]), cfg.large_eps_acc, n,
-                   f"accuracy {100 * acc[largest]:.1f}% at {largest} (allowed {100 * cfg.large_eps_acc:g}%), "
-                   f"{100 * acc['unbounded']:.1f}% at unbounded ε (allowed {100 * cfg.unbounded_acc:g}%); {where}")]
-    seq = [float(clean.mean())] + list(acc.values())
+    flags = [
+        _flag(
+            "large_eps",
+            large,
+            max(acc[largest], acc["unbounded"]),
+            cfg.large_eps_acc,
+            n,
+            f"accuracy {100 * acc[largest]:.1f}% at {largest} (allowed {100 * cfg.large_eps_acc:g}%), "
+            f"{100 * acc['unbounded']:.1f}% at unbounded ε (allowed {100 * cfg.unbounded_acc:g}%); {where}",
+        )
+    ]
+    seq = [float(clean.mean()), *acc.values()]
     rise = max(max(seq[j] - seq[i] for j in range(i + 1, len(seq))) for i in range(len(seq) - 1))
-    flags.append(_flag("non_monotone", rise > cfg.monotone_tol, rise, cfg.monotone_tol, n,
-                       f"largest rise of accuracy with ε: {100 * rise:.1f} points (clean {100 * seq[0]:.1f}%, {curve}; {where})"))
+    flags.append(
+        _flag(
+            "non_monotone",
+            rise > cfg.monotone_tol,
+            rise,
+            cfg.monotone_tol,
+            n,
+            f"largest rise of accuracy with ε: {100 * rise:.1f} points (clean {100 * seq[0]:.1f}%, {curve}; {where})",
+        )
+    )
     return flags
 
 
-def _classify(results: list["EvalResult"]) -> dict[str, list[np.ndarray]]:
+def _classify(results: list[EvalResult]) -> dict[str, list[np.ndarray]]:
     """Per-sample robust arrays of the results by kind: single (FGSM), whitebox, iterative, square."""
     views: dict[str, list[np.ndarray]] = {"single": [], "whitebox": [], "iterative": [], "square": []}
     for r in results:
@@ -203,7 +252,9 @@ def _covered(arrays: list[np.ndarray], n: int) -> int:
 def _single_step(probe: _Probe, threat: ThreatModel, views, cfg: FlagConfig, clean: np.ndarray) -> dict[str, Any]:
     m = _covered(views["iterative"], len(clean))
     if m == 0:
-        return _flag("single_step", False, 0.0, cfg.single_step_share, 0, "the suite has no iterative attack", checked=False)
+        return _flag(
+            "single_step", False, 0.0, cfg.single_step_share, 0, "the suite has no iterative attack", checked=False
+        )
     if views["single"]:
         m = min(m, _covered(views["single"], m))
         single = _broken(views["single"], clean, m)
@@ -213,8 +264,14 @@ def _single_step(probe: _Probe, threat: ThreatModel, views, cfg: FlagConfig, cle
         source = "an FGSM probe"
     count = int((single & ~_broken(views["iterative"], clean, m)).sum())
     share = count / m
-    return _flag("single_step", share > cfg.single_step_share, share, cfg.single_step_share, m,
-                 f"{source} breaks {count} of {m} points that no iterative attack of the suite breaks")
+    return _flag(
+        "single_step",
+        share > cfg.single_step_share,
+        share,
+        cfg.single_step_share,
+        m,
+        f"{source} breaks {count} of {m} points that no iterative attack of the suite breaks",
+    )
 
 
 def _square(probe: _Probe, threat: ThreatModel, views, cfg: FlagConfig, clean: np.ndarray) -> dict[str, Any]:
@@ -232,5 +289,11 @@ def _square(probe: _Probe, threat: ThreatModel, views, cfg: FlagConfig, clean: n
         source = f"a Square probe ({cfg.square_queries} queries)"
     count = int((square & ~_broken(views["whitebox"], clean, m)).sum())
     share = count / m
-    return _flag("square", share > cfg.square_share, share, cfg.square_share, m,
-                 f"{source} breaks {count} of {m} points that every white-box attack of the suite missed")
+    return _flag(
+        "square",
+        share > cfg.square_share,
+        share,
+        cfg.square_share,
+        m,
+        f"{source} breaks {count} of {m} points that every white-box attack of the suite missed",
+    )

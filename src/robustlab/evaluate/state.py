@@ -42,7 +42,9 @@ class EvalState:
         with atomic_path(self.npz_path) as tmp:
             np.savez(tmp, **self.arrays)
         # written last: it never claims batches the npz lacks
-        write_text_atomic(self.json_path, json.dumps({"settings": self.settings, "batches": self.batches, "seconds": self.seconds}))
+        write_text_atomic(
+            self.json_path, json.dumps({"settings": self.settings, "batches": self.batches, "seconds": self.seconds})
+        )
 
     def remove(self) -> None:
         self.json_path.unlink(missing_ok=True)
@@ -57,5 +59,3 @@ def fingerprint(*tensors: torch.Tensor) -> str:
         h.update(str((t.dtype, tuple(t.shape))).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
-
-

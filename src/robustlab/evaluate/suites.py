@@ -40,5 +40,3 @@ def attack_label(spec: str | dict[str, Any]) -> str:
         return spec
     extra = ",".join(f"{k}={v}" for k, v in spec.items() if k != "name")
     return f"{spec['name']}({extra})" if extra else str(spec["name"])
-
-

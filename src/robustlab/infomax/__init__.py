@@ -14,5 +14,17 @@ from .estimator import MIEstimate, MIEstimator
 from .registry import CRITICS
 from .worst_case import minimise_mi
 
-__all__ = ["BOUNDS", "CRITICS", "ConcatCritic", "DV_VARIANTS", "LocalGlobalCritic", "MIEstimate", "MIEstimator",
-           "dv_bound", "infonce_bound", "jsd_bound", "make_critic", "minimise_mi"]
+__all__ = [
+    "BOUNDS",
+    "CRITICS",
+    "DV_VARIANTS",
+    "ConcatCritic",
+    "LocalGlobalCritic",
+    "MIEstimate",
+    "MIEstimator",
+    "dv_bound",
+    "infonce_bound",
+    "jsd_bound",
+    "make_critic",
+    "minimise_mi",
+]

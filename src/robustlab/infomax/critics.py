@@ -34,7 +34,9 @@ class ResidualProjection(nn.Module):
     def __init__(self, n_in: int, n_out: int):
         super().__init__()
         self.n_in, self.n_out = n_in, n_out
-        self.block = nn.Sequential(nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.ReLU(), nn.Linear(n_out, n_out))
+        self.block = nn.Sequential(
+            nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.ReLU(), nn.Linear(n_out, n_out)
+        )
         self.shortcut = nn.Linear(n_in, n_out, bias=False)
         if n_out >= n_in:
             with torch.no_grad():
@@ -66,11 +68,21 @@ class LocalGlobalCritic(nn.Module):
     estimate 0.51 nats with scale 1, 3.03 nats with 1/√hidden.
     """
 
-    def __init__(self, in_channels: int, input_size: int, z_dim: int, mean: tuple[float, ...], std: tuple[float, ...], *,
-                 hidden: int = 2048, width: tuple[int, int] = (64, 128), second_stride: int | None = None,
-                 scale: float | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        input_size: int,
+        z_dim: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        *,
+        hidden: int = 2048,
+        width: tuple[int, int] = (64, 128),
+        second_stride: int | None = None,
+        scale: float | None = None,
+    ):
         super().__init__()
-        self.scale = scale if scale is not None else hidden ** -0.5
+        self.scale = scale if scale is not None else hidden**-0.5
         stride = second_stride if second_stride is not None else (2 if input_size >= 16 else 1)
         if stride not in (1, 2):
             raise RobustlabError(f"local_global critic: second_stride={stride!r}; allowed: 1 or 2.")
@@ -78,8 +90,12 @@ class LocalGlobalCritic(nn.Module):
         w1, w2 = width
         self.normalize = Normalize(mean, std)
         self.local = nn.Sequential(
-            nn.Conv2d(in_channels, w1, 4, 2, 1, bias=False), nn.BatchNorm2d(w1), nn.ReLU(),
-            nn.Conv2d(w1, w2, kernel, stride, 1, bias=False), nn.BatchNorm2d(w2), nn.ReLU(),
+            nn.Conv2d(in_channels, w1, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(w1),
+            nn.ReLU(),
+            nn.Conv2d(w1, w2, kernel, stride, 1, bias=False),
+            nn.BatchNorm2d(w2),
+            nn.ReLU(),
         )
         side = _conv_out(_conv_out(input_size, 4, 2, 1), kernel, stride, 1)
         if side < 1:
@@ -121,14 +137,33 @@ class ConcatCritic(nn.Module):
 
 
 @CRITICS.register("local_global")
-def local_global(x_shape, z_dim, mean, std, hidden: int = 2048, width: tuple[int, int] = (64, 128),
-                 second_stride: int | None = None, scale: float | None = None) -> LocalGlobalCritic:
+def local_global(
+    x_shape,
+    z_dim,
+    mean,
+    std,
+    hidden: int = 2048,
+    width: tuple[int, int] = (64, 128),
+    second_stride: int | None = None,
+    scale: float | None = None,
+) -> LocalGlobalCritic:
     """The Deep InfoMax local–global critic for C×H×W images."""
     if len(x_shape) != 3:
-        raise RobustlabError(f"the local_global critic needs images C×H×W; got inputs of shape {tuple(x_shape)} (use critic concat).")
+        raise RobustlabError(
+            f"the local_global critic needs images C×H×W; got inputs of shape {tuple(x_shape)} (use critic concat)."
+        )
     c, h, _ = x_shape
-    return LocalGlobalCritic(c, h, z_dim, mean or (0.0,) * c, std or (1.0,) * c, hidden=hidden, width=width,
-                             second_stride=second_stride, scale=scale)
+    return LocalGlobalCritic(
+        c,
+        h,
+        z_dim,
+        mean or (0.0,) * c,
+        std or (1.0,) * c,
+        hidden=hidden,
+        width=width,
+        second_stride=second_stride,
+        scale=scale,
+    )
 
 
 @CRITICS.register("concat")
@@ -145,7 +180,13 @@ def check_critic_options(name: str, options: dict) -> None:
     validate_kwargs(f"critic {name!r}", CRITICS.get(name), dict(options), skip=CRITIC_INPUTS)
 
 
-def make_critic(name: str, x_shape: tuple[int, ...], z_dim: int, mean: tuple[float, ...] | None = None,
-                std: tuple[float, ...] | None = None, **options) -> nn.Module:
+def make_critic(
+    name: str,
+    x_shape: tuple[int, ...],
+    z_dim: int,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    **options,
+) -> nn.Module:
     """Critic `name` for inputs of shape `x_shape` (without the batch axis) and z of size `z_dim`."""
     return CRITICS.create(name, tuple(x_shape), int(z_dim), mean, std, **options)

@@ -31,7 +31,9 @@ def check_options(bound: str, dv_variant: str, ma_rate: float | None) -> None:
     if dv_variant not in DV_VARIANTS:
         raise RobustlabError(f"dv_variant={dv_variant!r}; allowed: {', '.join(DV_VARIANTS)}.")
     if ma_rate is not None and (bound != "dv" or not 0.0 < ma_rate <= 1.0):
-        raise RobustlabError(f"ma_rate={ma_rate!r}: the moving-average correction applies to the dv bound only, with 0 < ma_rate <= 1.")
+        raise RobustlabError(
+            f"ma_rate={ma_rate!r}: the moving-average correction applies to the dv bound only, with 0 < ma_rate <= 1."
+        )
 
 
 @dataclass
@@ -46,7 +48,9 @@ class MIEstimate:
 class MIEstimator(nn.Module):
     """A critic (returning N×N×L scores) and the bound it is trained with."""
 
-    def __init__(self, critic: nn.Module, bound: Bound = "dv", dv_variant: DVVariant = "exact", ma_rate: float | None = None):
+    def __init__(
+        self, critic: nn.Module, bound: Bound = "dv", dv_variant: DVVariant = "exact", ma_rate: float | None = None
+    ):
         super().__init__()
         check_options(bound, dv_variant, ma_rate)
         self.critic = critic
@@ -77,5 +81,7 @@ class MIEstimator(nn.Module):
             self.log_ma.copy_(log_neg)
         else:
             a = self.ma_rate
-            self.log_ma.copy_(torch.logaddexp(self.log_ma + math.log1p(-a), log_neg + math.log(a)) if a < 1 else log_neg)
+            self.log_ma.copy_(
+                torch.logaddexp(self.log_ma + math.log1p(-a), log_neg + math.log(a)) if a < 1 else log_neg
+            )
         return self.log_ma.clone()

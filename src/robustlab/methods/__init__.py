@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..registry import import_submodules
 from .base import Method, StepContext, TrainAttack, accuracy, train_attack_options
 from .registry import METHODS
-from ..registry import import_submodules
 
 import_submodules(__name__, __path__)  # every module registers itself
 

@@ -75,13 +75,17 @@ class AALP(Method):
         features = model.forward_features(torch.cat([x, x_adv]))
         if self.guided_dropout:  # Eqs. 7–8
             score_rows = x.shape[0] if self.gd_score == "clean" else None
-            logits = guided_dropout_logits(model, features, torch.cat([y, y]), score_rows=score_rows, rescale=self.gd_rescale)
+            logits = guided_dropout_logits(
+                model, features, torch.cat([y, y]), score_rows=score_rows, rescale=self.gd_rescale
+            )
         else:
             logits = model.forward_head(features)
         logits_clean, logits_adv = logits.chunk(2)
         classification = mixed_cross_entropy(logits_clean, logits_adv, y, self.clean_weight)
         pairing = logit_pairing(logits_clean, logits_adv)  # Eq. 1, per sample
-        weight = ground_truth_probability(logits_clean.detach(), y) if self.sample_weighting else torch.ones_like(pairing)
+        weight = (
+            ground_truth_probability(logits_clean.detach(), y) if self.sample_weighting else torch.ones_like(pairing)
+        )
         adaptive = (weight * pairing).mean()  # Eq. 9, averaged over the batch
         loss = classification + self.alpha * adaptive  # Eq. 10
         return loss, {
@@ -102,10 +106,26 @@ class AALPGuidedDropout(AALP):
     name = "aalp_gd"
 
     @train_attack_options(fixed=("sigma",))
-    def __init__(self, threat, alpha: float = 1.0, clean_weight: float = 0.5, gd_score: GDScore = "clean_adv", gd_rescale: bool = False,
-                 *, attack: TrainAttack):
-        super().__init__(threat, alpha, clean_weight, guided_dropout=True, sample_weighting=False, gd_score=gd_score,
-                         gd_rescale=gd_rescale, attack=attack)
+    def __init__(
+        self,
+        threat,
+        alpha: float = 1.0,
+        clean_weight: float = 0.5,
+        gd_score: GDScore = "clean_adv",
+        gd_rescale: bool = False,
+        *,
+        attack: TrainAttack,
+    ):
+        super().__init__(
+            threat,
+            alpha,
+            clean_weight,
+            guided_dropout=True,
+            sample_weighting=False,
+            gd_score=gd_score,
+            gd_rescale=gd_rescale,
+            attack=attack,
+        )
 
 
 @METHODS.register("aalp_sw")

@@ -21,7 +21,9 @@ def logit_pairing(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch
     return (logits_clean - logits_adv).pow(2).sum(1)
 
 
-def mixed_cross_entropy(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, clean_weight: float) -> torch.Tensor:
+def mixed_cross_entropy(
+    logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, clean_weight: float
+) -> torch.Tensor:
     """w · CE(f(x), y) + (1 − w) · CE(f(x_adv), y): the classification part of the mixed minibatch."""
     return clean_weight * F.cross_entropy(logits_clean, y) + (1 - clean_weight) * F.cross_entropy(logits_adv, y)
 

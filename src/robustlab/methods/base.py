@@ -40,7 +40,9 @@ class StepContext:
     @property
     def progress(self) -> float:
         """Fraction of training done at the start of this step, in [0, 1]."""
-        return (self.epoch + self.step % max(1, self.steps_per_epoch) / max(1, self.steps_per_epoch)) / max(1, self.num_epochs)
+        return (self.epoch + self.step % max(1, self.steps_per_epoch) / max(1, self.steps_per_epoch)) / max(
+            1, self.num_epochs
+        )
 
 
 class Method(nn.Module):
@@ -56,7 +58,9 @@ class Method(nn.Module):
     def __init__(self, threat: ThreatModel | str | None):
         super().__init__()
         if self.needs_threat and threat is None:
-            raise RobustlabError(f"method {self.name!r} trains against an attack and needs a threat model (e.g. threat: linf:8/255).")
+            raise RobustlabError(
+                f"method {self.name!r} trains against an attack and needs a threat model (e.g. threat: linf:8/255)."
+            )
         self.threat = ThreatModel.parse(threat) if threat is not None else None
         self.train_attack: PGD | None = None
 
@@ -73,7 +77,9 @@ class Method(nn.Module):
         """One line: the objective and the attack it trains with."""
         return f"{self.name}: " + (repr(self.train_attack) if self.train_attack is not None else "no training attack")
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
@@ -99,14 +105,24 @@ class TrainAttack:
 
     def pgd(self, threat: ThreatModel, loss: str) -> PGD:
         """The PGD a method trains with: last iterate (no keep-best), one restart, as in the papers."""
-        return PGD(threat, steps=self.steps, step=self.step, loss=loss, random_start=self.start, sigma=self.sigma,  # type: ignore[arg-type]
-                   keep_best=False, mode=self.mode)
+        return PGD(
+            threat,
+            steps=self.steps,
+            step=self.step,
+            loss=loss,
+            random_start=self.start,
+            sigma=self.sigma,  # type: ignore[arg-type]
+            keep_best=False,
+            mode=self.mode,
+        )
 
 
 Init = TypeVar("Init", bound=Callable[..., None])
 
 
-def train_attack_options(defaults: TrainAttack = TrainAttack(), *, fixed: tuple[str, ...] = ()) -> Callable[[Init], Init]:
+def train_attack_options(
+    defaults: TrainAttack = TrainAttack(), *, fixed: tuple[str, ...] = ()
+) -> Callable[[Init], Init]:
     """Decorate a method's `__init__(self, ..., *, attack: TrainAttack, ...)` so that its config options
     include the training attack's fields as flat keys `attack_<field>`, with this method's `defaults`
     (fields named in `fixed` are not options: they keep the value in `defaults`).
@@ -128,8 +144,12 @@ def train_attack_options(defaults: TrainAttack = TrainAttack(), *, fixed: tuple[
             if p.name != "attack":
                 params.append(p)
                 continue
-            params += [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, name), annotation=types[name])
-                       for key, name in offered.items()]
+            params += [
+                inspect.Parameter(
+                    key, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, name), annotation=types[name]
+                )
+                for key, name in offered.items()
+            ]
 
         @functools.wraps(init)
         def wrapper(self: Any, *args: Any, attack: TrainAttack | None = None, **kwargs: Any) -> None:

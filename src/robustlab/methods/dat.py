@@ -43,7 +43,7 @@ class DAT(Method):
     def __init__(
         self,
         threat=None,
-        vq: str | VQTrainConfig = VQTrainConfig(),
+        vq: str | VQTrainConfig = VQTrainConfig(),  # noqa: B008  (read only; `robustlab list dat` shows it)
         vqgan_config: str = "auto",
         attack_eps: float = 0.1,
         attack_step: float = 0.1,
@@ -59,12 +59,25 @@ class DAT(Method):
     ):
         super().__init__(threat)
         self.vq_source, self.vqgan_config = vq, vqgan_config
-        self.mixing = dict(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=mix_prob, switch_prob=switch_prob, smoothing=label_smoothing)
+        self.mixing = {
+            "mixup_alpha": mixup_alpha,
+            "cutmix_alpha": cutmix_alpha,
+            "prob": mix_prob,
+            "switch_prob": switch_prob,
+            "smoothing": label_smoothing,
+        }
         # Q is kept as the frozen VQ's bound `reconstruct`, set by setup() / use_discretiser(): a VQModel attribute
         # would be registered as a submodule by nn.Module, and so land in state_dict(), the checkpoint and the optimizer
         self.vq_reconstruct: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self.train_attack = DiscreteAdversarial(ThreatModel("l2", attack_eps), self.discretise, steps=attack_steps, step=attack_step,
-                                                start_prob=start_prob, perturb_base=perturb_base, mode=attack_mode)
+        self.train_attack = DiscreteAdversarial(
+            ThreatModel("l2", attack_eps),
+            self.discretise,
+            steps=attack_steps,
+            step=attack_step,
+            start_prob=start_prob,
+            perturb_base=perturb_base,
+            mode=attack_mode,
+        )
 
     def describe(self) -> str:
         return f"dat: CE(x) + CE(x_adv), {self.train_attack!r}"
@@ -88,8 +101,10 @@ class DAT(Method):
                 vq, _ = load_vq(trainer.run_dir / VQ_FILE)
         a = vq.arch
         if a.in_channels != ds.in_channels or ds.input_size % a.factor:
-            raise RobustlabError(f"dat: the VQ model takes {a.in_channels}-channel images with sides divisible by {a.factor}; "
-                                 f"{ds.name} has {ds.in_channels}×{ds.input_size}×{ds.input_size} images.")
+            raise RobustlabError(
+                f"dat: the VQ model takes {a.in_channels}-channel images with sides divisible by {a.factor}; "
+                f"{ds.name} has {ds.in_channels}×{ds.input_size}×{ds.input_size} images."
+            )
         self.use_discretiser(vq.to(trainer.device))
 
     def use_discretiser(self, vq: VQModel) -> None:
@@ -104,13 +119,19 @@ class DAT(Method):
             if meta.get("train_config") == settings:
                 return vq
         with torch.random.fork_rng(devices=[]):  # the VQ's own seed; the trainer's random state is left alone
-            vq, metrics = train_vq(trainer.dataset.train, trainer.dataset.val, self.vq_source, device=trainer.device, quiet=trainer.quiet)
+            vq, metrics = train_vq(
+                trainer.dataset.train, trainer.dataset.val, self.vq_source, device=trainer.device, quiet=trainer.quiet
+            )
         save_vq(stem, vq, {"train_config": settings, "dataset": trainer.dataset.name, "metrics": metrics})
         if not trainer.quiet:
             from ..ui import console
 
-            console.print(f"dat: trained the VQ discretiser ({metrics['train_seconds']:.0f} s): val PSNR {metrics['psnr']:.1f} dB, "
-                          f"perplexity {metrics['perplexity']:.0f}, {metrics['dead_codes']} dead of {vq.arch.n_embed} codes -> {stem}.safetensors")
+            console.print(
+                f"dat: trained the VQ discretiser ({metrics['train_seconds']:.0f} s): val PSNR "
+                f"{metrics['psnr']:.1f} dB, "
+                f"perplexity {metrics['perplexity']:.0f}, {metrics['dead_codes']} dead of {vq.arch.n_embed} codes "
+                f"-> {stem}.safetensors"
+            )
         return vq
 
     def loss(self, model, x, y, ctx):

@@ -1,4 +1,5 @@
-"""Guided Dropout (Wu et al., AALP, arXiv 2005.11904, §3.1) on the layer before the logits, A_fc = model.forward_features(x).
+"""Guided Dropout (Wu et al., AALP, arXiv 2005.11904, §3.1) on the layer before the logits,
+A_fc = model.forward_features(x).
 
     R = mean_i | ∂L/∂A_fc ⊙ A_fc |        (Eq. 7; one score per unit, the mean over the batch)
     m = 1[ R ≥ median(R) ]                 (Eq. 8; keep the higher-contribution half of the units)

@@ -44,7 +44,9 @@ def ramp(epoch: int, num_epochs: int, rate: float = 5.0) -> float:
 
 def projection_head(in_features: int, hidden: int, out: int) -> nn.Sequential:
     """SCARL's head: Linear(in, hidden) -> BN1d -> ReLU -> Linear(hidden, out)."""
-    return nn.Sequential(nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out))
+    return nn.Sequential(
+        nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out)
+    )
 
 
 def class_means(z: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,7 +56,9 @@ def class_means(z: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[tor
     return sums / counts.clamp_min(1).unsqueeze(1).to(z.dtype), counts > 0
 
 
-def mi_scarl_code(v: torch.Tensor, u: torch.Tensor, y: torch.Tensor, temperature: float = 0.5, c: float = 0.01) -> torch.Tensor:
+def mi_scarl_code(
+    v: torch.Tensor, u: torch.Tensor, y: torch.Tensor, temperature: float = 0.5, c: float = 0.01
+) -> torch.Tensor:
     """The official code's MI surrogate for unit vectors v, u (B×d), labels y (B,):
 
         S_ij = exp(cos(v_i, u_j)/τ),  n_ij = 1[y_i ≠ y_j]
@@ -68,7 +72,11 @@ def mi_scarl_code(v: torch.Tensor, u: torch.Tensor, y: torch.Tensor, temperature
     b = y.shape[0]
     off_diagonal = ~torch.eye(b, dtype=torch.bool, device=v.device)
     different = (y[:, None] != y[None, :]) & off_diagonal
-    push = torch.where(different, torch.log1p(sim.exp() / c), torch.zeros_like(sim))[off_diagonal].mean() if b > 1 else sim.new_zeros(())
+    push = (
+        torch.where(different, torch.log1p(sim.exp() / c), torch.zeros_like(sim))[off_diagonal].mean()
+        if b > 1
+        else sim.new_zeros(())
+    )
     pull = torch.log1p(c * torch.exp(-sim.diagonal())).mean()
     return push + pull
 
@@ -101,7 +109,9 @@ def _angles(z: torch.Tensor) -> torch.Tensor:
     return e @ e.transpose(1, 2)
 
 
-def structure_loss(student: torch.Tensor, teacher: torch.Tensor, distance_weight: float = 2.0, angle_weight: float = 3.0) -> torch.Tensor:
+def structure_loss(
+    student: torch.Tensor, teacher: torch.Tensor, distance_weight: float = 2.0, angle_weight: float = 3.0
+) -> torch.Tensor:
     """RKD (Park et al. 2019) between k class nodes (k×d each, the same classes in the same order):
 
         L_geo = w_d · SmoothL1(d̂_student, d̂_teacher) + w_a · SmoothL1(a_student, a_teacher)
@@ -110,7 +120,9 @@ def structure_loss(student: torch.Tensor, teacher: torch.Tensor, distance_weight
     up to scale, rotation and translation. Fewer than 2 nodes -> 0 (no structure to match).
     """
     if student.shape[0] != teacher.shape[0]:
-        raise ValueError(f"student has {student.shape[0]} nodes, teacher {teacher.shape[0]}: index both by the present classes")
+        raise ValueError(
+            f"student has {student.shape[0]} nodes, teacher {teacher.shape[0]}: index both by the present classes"
+        )
     if student.shape[0] < 2:
         return student.sum() * 0.0
     ld = F.smooth_l1_loss(_relative_distances(student), _relative_distances(teacher))
@@ -145,8 +157,10 @@ class SCARL(Method):
     ):
         super().__init__(threat)
         if temperature <= 0 or mi_c <= 0 or proj_dim < 1 or proj_hidden < 1:
-            raise RobustlabError(f"scarl: temperature={temperature}, mi_c={mi_c} must be > 0 and proj_dim={proj_dim}, "
-                                 f"proj_hidden={proj_hidden} >= 1.")
+            raise RobustlabError(
+                f"scarl: temperature={temperature}, mi_c={mi_c} must be > 0 and proj_dim={proj_dim}, "
+                f"proj_hidden={proj_hidden} >= 1."
+            )
         self.vectors, self.beta, self.mi_weight, self.mi_form = vectors, beta, mi_weight, mi_form
         self.temperature, self.mi_c, self.ramp_rate = temperature, mi_c, ramp_rate
         self.structure_weight, self.distance_weight, self.angle_weight = structure_weight, distance_weight, angle_weight

@@ -16,7 +16,9 @@ from .registry import METHODS
 
 def trades_kl(logits_clean, logits_adv):
     """KL(softmax(clean) ‖ softmax(adv)), mean over the batch."""
-    return F.kl_div(F.log_softmax(logits_adv, 1), F.log_softmax(logits_clean, 1), reduction="batchmean", log_target=True)
+    return F.kl_div(
+        F.log_softmax(logits_adv, 1), F.log_softmax(logits_clean, 1), reduction="batchmean", log_target=True
+    )
 
 
 @METHODS.register("trades")

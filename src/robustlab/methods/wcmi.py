@@ -21,12 +21,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Literal
 
+from ..attacks.base import model_untouched
+from ..distributed import unwrap
 from ..errors import RobustlabError
 from ..infomax import MIEstimator, make_critic, minimise_mi
 from ..infomax.critics import check_critic_options
 from ..infomax.estimator import check_options
-from ..attacks.base import model_untouched
-from ..distributed import unwrap
 from .base import Method, TrainAttack, train_attack_options
 from .registry import METHODS
 
@@ -59,7 +59,9 @@ class MIMax(Method):
     def build_parts(self, model, dataset) -> None:
         """Build the critic for the model's input shape and representation size (before the optimizer exists)."""
         x_shape = (model.in_channels, model.input_size, model.input_size)
-        critic = make_critic(self.critic_name, x_shape, model.feature_dim, tuple(dataset.mean), tuple(dataset.std), **self.critic_options)
+        critic = make_critic(
+            self.critic_name, x_shape, model.feature_dim, tuple(dataset.mean), tuple(dataset.std), **self.critic_options
+        )
         self.estimator = MIEstimator(critic, self.bound, self.dv_variant, self.ma_rate)
 
     def describe(self) -> str:
@@ -69,8 +71,10 @@ class MIMax(Method):
         if trainer.cfg.select.by == "auto":
             trainer.select_by = "last"
         elif trainer.select_by != "last":
-            raise RobustlabError(f"method {self.name!r} is unsupervised (the model's head is never trained), so "
-                                 f"train.select.by={trainer.select_by!r} would select on a meaningless accuracy; use last.")
+            raise RobustlabError(
+                f"method {self.name!r} is unsupervised (the model's head is never trained), so "
+                f"train.select.by={trainer.select_by!r} would select on a meaningless accuracy; use last."
+            )
 
     def inputs(self, model, x, ctx):
         """The batch the MI is maximised on: the clean batch."""
@@ -78,7 +82,10 @@ class MIMax(Method):
 
     def loss(self, model, x, y, ctx):
         if self.estimator is None:
-            raise RobustlabError(f"method {self.name!r}: the critic is built by Method.build_parts(model, dataset), which the Trainer calls.")
+            raise RobustlabError(
+                f"method {self.name!r}: the critic is built by Method.build_parts(model, dataset), which the "
+                "Trainer calls."
+            )
         x_in = self.inputs(model, x, ctx)
         est = self.estimator(x_in, model.forward_features(x_in))
         return est.loss, {"loss": est.loss.detach(), "mi": est.mi.detach()}
@@ -109,12 +116,22 @@ class WorstCaseMIMax(MIMax):
         self.attack = replace(attack, step=float(attack.step) if attack.step is not None else self.threat.eps / 4)
 
     def describe(self) -> str:
-        return (f"{self.name}: maximises the {self.bound} MI estimate at the batch-level PGD-{self.attack.steps} "
-                f"minimiser of it (step {self.attack.step:.4g}, {self.threat}, keep-best)")
+        return (
+            f"{self.name}: maximises the {self.bound} MI estimate at the batch-level PGD-{self.attack.steps} "
+            f"minimiser of it (step {self.attack.step:.4g}, {self.threat}, keep-best)"
+        )
 
     def inputs(self, model, x, ctx):
         model = unwrap(model)  # the attack needs no DDP: no parameter gradients, no collectives
         with model_untouched(model, self.attack.mode):
-            x_adv, _ = minimise_mi(model.forward_features, self.estimator, x, self.threat, steps=self.attack.steps,
-                                   step=self.attack.step, start=self.attack.start, generator=ctx.generator)
+            x_adv, _ = minimise_mi(
+                model.forward_features,
+                self.estimator,
+                x,
+                self.threat,
+                steps=self.attack.steps,
+                step=self.attack.step,
+                start=self.attack.start,
+                generator=ctx.generator,
+            )
         return x_adv

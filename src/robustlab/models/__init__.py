@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import RobustlabError
+from ..registry import import_submodules
 from .base import GlobalPool, ImageClassifier, Normalize, eval_mode
 from .registry import MODELS
-from ..registry import import_submodules
 
 import_submodules(__name__, __path__)  # every module registers itself
 
@@ -52,5 +52,6 @@ def for_dataset(name: str, dataset: Any, **kw: Any) -> ImageClassifier:
 
 def names() -> list[str]:
     return MODELS.names()
+
 
 __all__ = ["GlobalPool", "ImageClassifier", "Normalize", "create", "eval_mode", "for_dataset", "names"]

@@ -77,7 +77,8 @@ class ImageClassifier(nn.Module):
         expected = (self.in_channels, self.input_size, self.input_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise RobustlabError(
-                f"{self.arch}: expected images of shape N×{expected[0]}×{expected[1]}×{expected[2]}; got {tuple(x.shape)}."
+                f"{self.arch}: expected images of shape N×{expected[0]}×{expected[1]}×{expected[2]}; got "
+                f"{tuple(x.shape)}."
             )
 
     def forward_map(self, x: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,7 @@ class EncoderClassifier(ImageClassifier):
     def encoder_parts(self) -> list[nn.Module]:
         return [self.normalize, self.body, self.neck.encoder]
 
-    def train(self, mode: bool = True) -> "EncoderClassifier":
+    def train(self, mode: bool = True) -> EncoderClassifier:
         super().train(mode)
         if self.frozen_encoder:
             for part in self.encoder_parts():
@@ -64,13 +64,26 @@ class EncoderClassifier(ImageClassifier):
 
 
 @MODELS.register("basic_encoder")
-def basic_encoder(num_classes, in_channels, input_size, mean, std, z_dim: int = 64,
-                  channels: tuple[int, int, int] = (64, 128, 256), fc: int = 1024,
-                  classifier: Literal["linear", "mlp"] = "linear", mlp_hidden: int = 200, mlp_dropout: float = 0.1,
-                  frozen_encoder: bool = False) -> ImageClassifier:
+def basic_encoder(
+    num_classes,
+    in_channels,
+    input_size,
+    mean,
+    std,
+    z_dim: int = 64,
+    channels: tuple[int, int, int] = (64, 128, 256),
+    fc: int = 1024,
+    classifier: Literal["linear", "mlp"] = "linear",
+    mlp_hidden: int = 200,
+    mlp_dropout: float = 0.1,
+    frozen_encoder: bool = False,
+) -> ImageClassifier:
     """DIM basic encoder (z of size `z_dim`) + a `linear` or `mlp` classifier; see the module docstring."""
     if any(c < 1 for c in (*channels, fc, z_dim, mlp_hidden)):
-        raise RobustlabError(f"basic_encoder: channels={channels!r}, fc={fc!r}, z_dim={z_dim!r}, mlp_hidden={mlp_hidden!r} must all be >= 1.")
+        raise RobustlabError(
+            f"basic_encoder: channels={channels!r}, fc={fc!r}, z_dim={z_dim!r}, mlp_hidden={mlp_hidden!r} must all "
+            "be >= 1."
+        )
     if not 0.0 <= mlp_dropout < 1.0:
         raise RobustlabError(f"basic_encoder: mlp_dropout={mlp_dropout!r}; allowed: 0 <= mlp_dropout < 1.")
     layers: list[nn.Module] = []
@@ -79,13 +92,25 @@ def basic_encoder(num_classes, in_channels, input_size, mean, std, z_dim: int = 
         layers += [nn.Conv2d(cin, c, 4, 2, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
         cin = c
     side = input_size // 2 // 2 // 2
-    encoder = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, fc), nn.BatchNorm1d(fc), nn.ReLU(inplace=True), nn.Linear(fc, z_dim))
+    encoder = nn.Sequential(
+        nn.Flatten(), nn.Linear(cin * side * side, fc), nn.BatchNorm1d(fc), nn.ReLU(inplace=True), nn.Linear(fc, z_dim)
+    )
     if classifier == "mlp":
-        hidden: nn.Module = nn.Sequential(nn.Linear(z_dim, mlp_hidden), nn.Dropout(mlp_dropout), nn.BatchNorm1d(mlp_hidden), nn.ReLU(inplace=True))
+        hidden: nn.Module = nn.Sequential(
+            nn.Linear(z_dim, mlp_hidden), nn.Dropout(mlp_dropout), nn.BatchNorm1d(mlp_hidden), nn.ReLU(inplace=True)
+        )
         width = mlp_hidden
     else:
         hidden, width = nn.Identity(), z_dim
-    model = EncoderClassifier(nn.Sequential(*layers), RepresentationNeck(encoder, hidden), nn.Linear(width, num_classes),
-                              num_classes=num_classes, in_channels=in_channels, input_size=input_size, mean=mean, std=std,
-                              frozen_encoder=frozen_encoder)
+    model = EncoderClassifier(
+        nn.Sequential(*layers),
+        RepresentationNeck(encoder, hidden),
+        nn.Linear(width, num_classes),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        input_size=input_size,
+        mean=mean,
+        std=std,
+        frozen_encoder=frozen_encoder,
+    )
     return model

@@ -33,10 +33,19 @@ def kaiming_init(model: nn.Module) -> nn.Module:
     return model
 
 
-def _classifier(body: nn.Module, neck: nn.Module, feature_dim: int, num_classes: int, in_channels: int,
-                input_size: int, mean, std) -> ImageClassifier:
-    model = ImageClassifier(body, neck, nn.Linear(feature_dim, num_classes), num_classes=num_classes,
-                            in_channels=in_channels, input_size=input_size, mean=mean, std=std)
+def _classifier(
+    body: nn.Module, neck: nn.Module, feature_dim: int, num_classes: int, in_channels: int, input_size: int, mean, std
+) -> ImageClassifier:
+    model = ImageClassifier(
+        body,
+        neck,
+        nn.Linear(feature_dim, num_classes),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        input_size=input_size,
+        mean=mean,
+        std=std,
+    )
     return kaiming_init(model)
 
 
@@ -74,14 +83,22 @@ def resnet9(num_classes, in_channels, input_size, mean, std, width: int = 64) ->
     """
     check_range("width", width, 1)
     w = width
-    body = nn.Sequential(OrderedDict(
-        prep=_conv_bn_relu(in_channels, w),
-        layer1=nn.Sequential(_conv_bn_relu(w, 2 * w), nn.MaxPool2d(2),
-                             Residual(nn.Sequential(_conv_bn_relu(2 * w, 2 * w), _conv_bn_relu(2 * w, 2 * w)))),
-        layer2=nn.Sequential(_conv_bn_relu(2 * w, 4 * w), nn.MaxPool2d(2)),
-        layer3=nn.Sequential(_conv_bn_relu(4 * w, 8 * w), nn.MaxPool2d(2),
-                             Residual(nn.Sequential(_conv_bn_relu(8 * w, 8 * w), _conv_bn_relu(8 * w, 8 * w)))),
-    ))
+    body = nn.Sequential(
+        OrderedDict(
+            prep=_conv_bn_relu(in_channels, w),
+            layer1=nn.Sequential(
+                _conv_bn_relu(w, 2 * w),
+                nn.MaxPool2d(2),
+                Residual(nn.Sequential(_conv_bn_relu(2 * w, 2 * w), _conv_bn_relu(2 * w, 2 * w))),
+            ),
+            layer2=nn.Sequential(_conv_bn_relu(2 * w, 4 * w), nn.MaxPool2d(2)),
+            layer3=nn.Sequential(
+                _conv_bn_relu(4 * w, 8 * w),
+                nn.MaxPool2d(2),
+                Residual(nn.Sequential(_conv_bn_relu(8 * w, 8 * w), _conv_bn_relu(8 * w, 8 * w))),
+            ),
+        )
+    )
     return _classifier(body, GlobalPool("max"), 8 * w, num_classes, in_channels, input_size, mean, std)
 
 
@@ -118,7 +135,8 @@ def _cifar_resnet(n: int, width: int, num_classes, in_channels, input_size, mean
     check_range("width", width, 1)
     widths = [16 * width, 32 * width, 64 * width]
     layers: OrderedDict[str, nn.Module] = OrderedDict(
-        stem=nn.Sequential(_conv3x3(in_channels, 16), nn.BatchNorm2d(16), nn.ReLU(inplace=True)))
+        stem=nn.Sequential(_conv3x3(in_channels, 16), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
+    )
     cin = 16
     for i, (cout, stride) in enumerate(zip(widths, (1, 2, 2))):
         blocks = []
@@ -156,8 +174,10 @@ def resnet32x10(num_classes, in_channels, input_size, mean, std, width: int = 10
 
 resnet20.__doc__ = _CIFAR_RESNET_DOC.format(depth=20, n=3)
 resnet32.__doc__ = _CIFAR_RESNET_DOC.format(depth=32, n=5)
-resnet32x10.__doc__ = (_CIFAR_RESNET_DOC.format(depth=32, n=5)
-                       + "\n\n    `resnet32x10` is ResNet-32 with width 10 (160/320/640 channels), as used by Shi et al.")
+resnet32x10.__doc__ = (
+    _CIFAR_RESNET_DOC.format(depth=32, n=5)
+    + "\n\n    `resnet32x10` is ResNet-32 with width 10 (160/320/640 channels), as used by Shi et al."
+)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -192,8 +212,18 @@ class PreActBlock(nn.Module):
         return out + skip
 
 
-def _preact_resnet(stem_channels: int, widths: list[int], strides: list[int], blocks_per_stage: int,
-                   dropout: float, num_classes, in_channels, input_size, mean, std) -> ImageClassifier:
+def _preact_resnet(
+    stem_channels: int,
+    widths: list[int],
+    strides: list[int],
+    blocks_per_stage: int,
+    dropout: float,
+    num_classes,
+    in_channels,
+    input_size,
+    mean,
+    std,
+) -> ImageClassifier:
     layers: OrderedDict[str, nn.Module] = OrderedDict(stem=_conv3x3(in_channels, stem_channels))
     cin = stem_channels
     for i, (cout, stride) in enumerate(zip(widths, strides)):
@@ -217,13 +247,15 @@ def preact_resnet18(num_classes, in_channels, input_size, mean, std, width: int 
     """
     check_range("width", width, 1)
     w = width
-    return _preact_resnet(w, [w, 2 * w, 4 * w, 8 * w], [1, 2, 2, 2], 2, 0.0,
-                          num_classes, in_channels, input_size, mean, std)
+    return _preact_resnet(
+        w, [w, 2 * w, 4 * w, 8 * w], [1, 2, 2, 2], 2, 0.0, num_classes, in_channels, input_size, mean, std
+    )
 
 
 @MODELS.register("wrn34_10")
-def wrn34_10(num_classes, in_channels, input_size, mean, std, depth: int = 34, widen: int = 10,
-             dropout: float = 0.0) -> ImageClassifier:
+def wrn34_10(
+    num_classes, in_channels, input_size, mean, std, depth: int = 34, widen: int = 10, dropout: float = 0.0
+) -> ImageClassifier:
     """Wide ResNet-`depth`-`widen` (Zagoruyko & Komodakis 2016), WRN-34-10 by default.
 
     3×3 stem conv(16); 3 stages of n = (depth - 4) / 6 pre-activation wide basic blocks with
@@ -237,5 +269,6 @@ def wrn34_10(num_classes, in_channels, input_size, mean, std, depth: int = 34, w
         raise RobustlabError(f"dropout={dropout!r} is out of range; allowed: >= 0 and < 1.")
     n = (depth - 4) // 6
     k = widen
-    return _preact_resnet(16, [16 * k, 32 * k, 64 * k], [1, 2, 2], n, dropout,
-                          num_classes, in_channels, input_size, mean, std)
+    return _preact_resnet(
+        16, [16 * k, 32 * k, 64 * k], [1, 2, 2], n, dropout, num_classes, in_channels, input_size, mean, std
+    )

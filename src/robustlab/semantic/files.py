@@ -28,13 +28,17 @@ def file_class_vectors(path: str | Path, class_names: list[str]) -> np.ndarray:
         if not isinstance(arr, np.ndarray):
             raise RobustlabError(f"{path}: expected a single .npy array; this is an .npz archive (name it .npz).")
         if arr.ndim != 2 or arr.shape[0] != len(class_names):
-            raise RobustlabError(f"{path}: expected a {len(class_names)}×D array (one row per class, in the dataset's "
-                                 f"class order {class_names}); got shape {arr.shape}.")
+            raise RobustlabError(
+                f"{path}: expected a {len(class_names)}×D array (one row per class, in the dataset's "
+                f"class order {class_names}); got shape {arr.shape}."
+            )
         return arr.astype(np.float32)
     if suffix == ".npz":
         mapping = read_numpy(path)
         if isinstance(mapping, np.ndarray):
-            raise RobustlabError(f"{path}: expected an .npz archive of one array per class; this is a single .npy array.")
+            raise RobustlabError(
+                f"{path}: expected an .npz archive of one array per class; this is a single .npy array."
+            )
     elif suffix == ".json":
         try:
             mapping = json.loads(path.read_text())

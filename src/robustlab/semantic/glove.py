@@ -78,5 +78,6 @@ def glove_class_vectors(path: str | Path, class_names: list[str]) -> np.ndarray:
         raise RobustlabError(
             f"{path} lacks the words {', '.join(missing)}. Class names are lower-cased and split at spaces, '_', '/' "
             f"and ','; a missing hyphenated word is tried as its parts. Rename the classes, or give the vectors as a "
-            f"file (vectors: file:PATH with a .npy, .npz or .json mapping class -> vector).")
+            f"file (vectors: file:PATH with a .npy, .npz or .json mapping class -> vector)."
+        )
     return np.stack(rows)

@@ -32,25 +32,33 @@ class InitFrom(Callback):
         sibling = run_dir.parent / self.run
         return ckpt.resolve_checkpoint(sibling if sibling.exists() else self.run)
 
-    def on_train_start(self, trainer: "Trainer") -> None:
+    def on_train_start(self, trainer: Trainer) -> None:
         if trainer.epoch > 0:
             return
         try:
             stem = self.source(trainer.run_dir)
         except RobustlabError as e:
-            raise RobustlabError(f"init_from: run {self.run!r} has no checkpoint (train it first; a study trains runs in "
-                                 f"the order listed): {e}") from None
+            raise RobustlabError(
+                f"init_from: run {self.run!r} has no checkpoint (train it first; a study trains runs in "
+                f"the order listed): {e}"
+            ) from None
         weights = {k: v for k, v in ckpt.load_weights(stem).items() if k.startswith(self.prefixes)}
         if not weights:
             raise RobustlabError(f"init_from {stem}: no weights start with {', '.join(self.prefixes)}.")
         own = trainer.model.state_dict()
         bad = [k for k in weights if k not in own or own[k].shape != weights[k].shape]
         if bad:
-            raise RobustlabError(f"init_from {stem}: weights missing or of another shape in this model: {', '.join(bad[:5])}; "
-                                 f"the two runs' architectures differ.")
+            raise RobustlabError(
+                f"init_from {stem}: weights missing or of another shape in this model: {', '.join(bad[:5])}; "
+                f"the two runs' architectures differ."
+            )
         with torch.no_grad():
             for k, v in weights.items():
                 own[k].copy_(v)
         meta = ckpt.load_meta(stem)
-        trainer.meta["init_from"] = {"checkpoint": str(stem), "epoch": meta.get("epoch"), "tensors": len(weights),
-                                     "config_fingerprint": meta.get("config_fingerprint")}
+        trainer.meta["init_from"] = {
+            "checkpoint": str(stem),
+            "epoch": meta.get("epoch"),
+            "tensors": len(weights),
+            "config_fingerprint": meta.get("config_fingerprint"),
+        }

@@ -17,13 +17,13 @@ if TYPE_CHECKING:
 class Callback:
     """Per-epoch extras. `on_epoch_end` may return metrics to add to the epoch's record."""
 
-    def on_train_start(self, trainer: "Trainer") -> None:
+    def on_train_start(self, trainer: Trainer) -> None:
         pass
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, record: dict[str, Any]) -> dict[str, Any] | None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, record: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
-    def on_train_end(self, trainer: "Trainer") -> None:
+    def on_train_end(self, trainer: Trainer) -> None:
         pass
 
 

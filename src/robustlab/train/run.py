@@ -40,9 +40,17 @@ def run_meta(cfg: RunConfig, ds: ImageDataset) -> dict[str, Any]:
     }
 
 
-def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_root: str | None = None,
-              dataset: ImageDataset | None = None, quiet: bool = False, device: str | None = None,
-              world: World | None = None) -> TrainResult:
+def train_run(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    data_root: str | None = None,
+    dataset: ImageDataset | None = None,
+    quiet: bool = False,
+    device: str | None = None,
+    world: World | None = None,
+) -> TrainResult:
     """Train one run from its config into `run_dir` (resuming from its state when `resume`).
 
     Under torchrun (WORLD_SIZE > 1) every process calls this: they join one process group, each trains
@@ -54,11 +62,24 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data
     else:
         dev = resolve_device(device or cfg.device)
     if cfg.train.batch_size < world.size:
-        raise RobustlabError(f"train.batch_size={cfg.train.batch_size} is the global batch and must be at least the number "
-                             f"of processes ({world.size}).")
+        raise RobustlabError(
+            f"train.batch_size={cfg.train.batch_size} is the global batch and must be at least the number "
+            f"of processes ({world.size})."
+        )
     ds, model, method, callbacks = build_run(cfg, data_root=data_root, dataset=dataset)
-    trainer = Trainer(model, method, ds, cfg.train, run_dir, threat=cfg.threat_model, callbacks=callbacks,
-                      meta=run_meta(cfg, ds), device=dev, quiet=quiet, world=world)
+    trainer = Trainer(
+        model,
+        method,
+        ds,
+        cfg.train,
+        run_dir,
+        threat=cfg.threat_model,
+        callbacks=callbacks,
+        meta=run_meta(cfg, ds),
+        device=dev,
+        quiet=quiet,
+        world=world,
+    )
     # every check before the first write: a refused command changes no file
     with RunLock(run_dir) if world.is_main else contextlib.nullcontext():
         if world.is_main:
@@ -86,13 +107,17 @@ def check_restart(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
         old = make_run_config(load_yaml(config_path), str(config_path))
         changed = [k for k in old.training_differences(cfg) if k != "train.epochs"]
         if changed:
-            raise RobustlabError(f"{run_dir}: the config differs from the one this run was started with in {', '.join(changed)}; "
-                                 f"resume with the same config (only train.epochs may change, to extend the run), or train into "
-                                 f"a new run directory.")
+            raise RobustlabError(
+                f"{run_dir}: the config differs from the one this run was started with in {', '.join(changed)}; "
+                f"resume with the same config (only train.epochs may change, to extend the run), or train into "
+                f"a new run directory."
+            )
     done = ckpt.state_epoch(run_dir / ckpt.STATE_FILE)
     if cfg.train.epochs < done:
-        raise RobustlabError(f"{run_dir} has finished {done} epochs; train.epochs={cfg.train.epochs} would shorten it. "
-                             f"Pass train.epochs >= {done} to extend it, or train into a new run directory.")
+        raise RobustlabError(
+            f"{run_dir} has finished {done} epochs; train.epochs={cfg.train.epochs} would shorten it. "
+            f"Pass train.epochs >= {done} to extend it, or train into a new run directory."
+        )
 
 
 def warn_if_near_chance(result: TrainResult, num_classes: int) -> None:
@@ -102,6 +127,10 @@ def warn_if_near_chance(result: TrainResult, num_classes: int) -> None:
     if clean is not None and clean < 2 / num_classes:
         from ..ui import console
 
-        console.print(f"warning: the selected model (epoch {result.best_epoch}) has {100 * clean:.1f}% clean validation accuracy, "
-                      f"near chance ({100 / num_classes:.0f}% for {num_classes} classes); train longer or change the learning "
-                      f"rate before trusting its evaluation.", markup=False)
+        console.print(
+            f"warning: the selected model (epoch {result.best_epoch}) has {100 * clean:.1f}% clean validation "
+            "accuracy, "
+            f"near chance ({100 / num_classes:.0f}% for {num_classes} classes); train longer or change the learning "
+            f"rate before trusting its evaluation.",
+            markup=False,
+        )

@@ -88,7 +88,9 @@ class Trainer:
             raise RobustlabError("select.by=robust needs a threat model with eps > 0.")
         # validation PGD accuracy is logged for every run with a threat model (training curves)
         has_threat = self.threat is not None and self.threat.eps > 0
-        self.select_attack = build_attack(train_cfg.select.attack, self.threat, seed=train_cfg.seed) if has_threat else None
+        self.select_attack = (
+            build_attack(train_cfg.select.attack, self.threat, seed=train_cfg.seed) if has_threat else None
+        )
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
@@ -108,7 +110,9 @@ class Trainer:
     def _setup_precision_and_layout(self) -> None:
         c = self.cfg
         if c.precision == "fp16" and self.device.type != "cuda":
-            raise RobustlabError(f"train.precision=fp16 needs a CUDA device (this run is on {self.device}); use bf16 or fp32.")
+            raise RobustlabError(
+                f"train.precision=fp16 needs a CUDA device (this run is on {self.device}); use bf16 or fp32."
+            )
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[c.precision]
         self.scaler = torch.amp.GradScaler(self.device.type) if c.precision == "fp16" else None
         self.memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
@@ -242,8 +246,16 @@ class Trainer:
         seen = 0
         t0 = time.perf_counter()
         progress.start_epoch(self.epoch)
-        for i, (x, y) in enumerate(batches(self.train_split, self.batch_size, shuffle=True, generator=self.data_gen,
-                                           augment=self.augment, device=self.device)):
+        for i, (x, y) in enumerate(
+            batches(
+                self.train_split,
+                self.batch_size,
+                shuffle=True,
+                generator=self.data_gen,
+                augment=self.augment,
+                device=self.device,
+            )
+        ):
             if x.shape[0] < self.world.size:
                 continue  # a last batch too small to give every rank a sample (the same on all ranks)
             x, y = self.world.shard(x).contiguous(memory_format=self.memory_format), self.world.shard(y)
@@ -258,7 +270,8 @@ class Trainer:
                 raise TrainingDiverged(
                     f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step {i + 1} "
                     f"(method {self.method.name}, lr {self.base_lrs[0] * factor:.3g}). Training stopped; the last good "
-                    f"checkpoint (epoch {self.epoch}) is intact in {self.run_dir}. Lower the learning rate or set train.grad_clip."
+                    f"checkpoint (epoch {self.epoch}) is intact in {self.run_dir}. Lower the learning rate or set "
+                    "train.grad_clip."
                 )
             self.optimizer.zero_grad(set_to_none=True)
             (self.scaler.scale(loss) if self.scaler else loss).backward()
@@ -279,7 +292,9 @@ class Trainer:
             progress.step({k: v / seen for k, v in sums.items()})
         if self.world.distributed:  # sample-weighted means over all ranks
             keys = sorted(sums)
-            total = self.world.all_reduce_sum(torch.tensor([sums[k] for k in keys] + [seen], dtype=torch.float64, device=self.device))
+            total = self.world.all_reduce_sum(
+                torch.tensor([sums[k] for k in keys] + [seen], dtype=torch.float64, device=self.device)
+            )
             sums, seen = dict(zip(keys, total[:-1].tolist())), int(total[-1])
         record: dict[str, Any] = {f"train_{k}": v / max(1, seen) for k, v in sums.items()}
         record["lr"] = self.optimizer.param_groups[0]["lr"]
@@ -287,8 +302,11 @@ class Trainer:
         return record
 
     def _save(self, record: dict[str, Any]) -> None:
-        new_best = self.select_by == "last" or self.best is None or (
-            "val_clean" in record and self._score(record) > self._score(self.best))
+        new_best = (
+            self.select_by == "last"
+            or self.best is None
+            or ("val_clean" in record and self._score(record) > self._score(self.best))
+        )
         if new_best:
             self.best = dict(record)
         if not self.world.is_main:  # every rank keeps the same history and best; only rank 0 writes
@@ -313,5 +331,6 @@ class Trainer:
 
 def refuse_existing_state(run_dir: Path) -> None:
     if (run_dir / ckpt.STATE_FILE).exists():
-        raise RobustlabError(f"{run_dir} already holds a training state; pass --resume to continue it, or choose another "
-                             f"run directory.")
+        raise RobustlabError(
+            f"{run_dir} already holds a training state; pass --resume to continue it, or choose another run directory."
+        )

@@ -15,5 +15,17 @@ from .model import PUBLISHED, VQArch, VQModel
 from .quantizer import VectorQuantizer, usage
 from .train import VQTrainConfig, evaluate_vq, psnr, train_vq
 
-__all__ = ["PUBLISHED", "VQArch", "VQModel", "VQTrainConfig", "VectorQuantizer", "evaluate_vq", "load_taming_vqgan",
-           "load_vq", "psnr", "save_vq", "train_vq", "usage"]
+__all__ = [
+    "PUBLISHED",
+    "VQArch",
+    "VQModel",
+    "VQTrainConfig",
+    "VectorQuantizer",
+    "evaluate_vq",
+    "load_taming_vqgan",
+    "load_vq",
+    "psnr",
+    "save_vq",
+    "train_vq",
+    "usage",
+]

@@ -21,8 +21,8 @@ import torch
 
 from .. import __version__
 from ..checkpoint import load_state_dict_checked, load_weights, save_tensors
-from ..rundir import write_text_atomic
 from ..errors import RobustlabError
+from ..rundir import write_text_atomic
 from .model import PUBLISHED, VQArch, VQModel
 
 VQ_FILE = "vq"
@@ -52,11 +52,15 @@ def load_vq(path: str | Path, config: str | VQArch = "auto") -> tuple[VQModel, d
         return load_taming_vqgan(p, config), {"format": "taming", "path": str(p)}
     stem = _stem(p)
     if not stem.with_suffix(".json").exists() or not stem.with_suffix(".safetensors").exists():
-        raise RobustlabError(f"no VQ checkpoint at {path}: expected {stem.with_suffix('.safetensors')} and {stem.with_suffix('.json')} "
-                             f"(written by `robustlab vq train`), or a taming-transformers .ckpt file.")
+        raise RobustlabError(
+            f"no VQ checkpoint at {path}: expected {stem.with_suffix('.safetensors')} and {stem.with_suffix('.json')} "
+            f"(written by `robustlab vq train`), or a taming-transformers .ckpt file."
+        )
     meta = json.loads(stem.with_suffix(".json").read_text())
     if meta.get("format") != FORMAT:
-        raise RobustlabError(f"{stem.with_suffix('.json')} is not a robustlab VQ checkpoint (format {meta.get('format')!r}).")
+        raise RobustlabError(
+            f"{stem.with_suffix('.json')} is not a robustlab VQ checkpoint (format {meta.get('format')!r})."
+        )
     vq = VQModel(VQArch.from_json(meta["arch"]))
     load_state_dict_checked(vq, load_weights(stem), f"{stem.with_suffix('.safetensors')} (VQ model)")
     return freeze(vq), meta
@@ -78,13 +82,16 @@ def read_taming_state(path: Path) -> dict[str, torch.Tensor]:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
         raise RobustlabError(
-            f"{path}: cannot be read with torch.load(weights_only=True) ({type(err).__name__}: {str(err).splitlines()[0]}). "
+            f"{path}: cannot be read with torch.load(weights_only=True) ({type(err).__name__}: "
+            f"{str(err).splitlines()[0]}). "
             f"robustlab never unpickles arbitrary objects; if you trust the file, re-save only its weights with "
             f"`torch.save(torch.load(path, weights_only=False)['state_dict'], 'weights.ckpt')` and pass that file."
         ) from None
     state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise RobustlabError(f"{path}: no state dict of tensors found (expected a Lightning checkpoint with a 'state_dict' entry).")
+        raise RobustlabError(
+            f"{path}: no state dict of tensors found (expected a Lightning checkpoint with a 'state_dict' entry)."
+        )
     return state
 
 
@@ -101,8 +108,10 @@ def load_taming_vqgan(path: str | Path, config: str | VQArch = "auto") -> VQMode
         matches = [n for n, a in PUBLISHED.items() if (a.n_embed, a.embed_dim) == shape]
         if not matches:
             known = ", ".join(f"{n} ({a.n_embed}×{a.embed_dim})" for n, a in PUBLISHED.items())
-            raise RobustlabError(f"{path}: codebook quantize.embedding.weight has shape {shape}; no published VQGAN matches "
-                                 f"(known: {known}). Pass the architecture explicitly.")
+            raise RobustlabError(
+                f"{path}: codebook quantize.embedding.weight has shape {shape}; no published VQGAN matches "
+                f"(known: {known}). Pass the architecture explicitly."
+            )
         config = matches[0]
     if isinstance(config, str) and config not in PUBLISHED:
         raise RobustlabError(f"unknown VQGAN config {config!r}; known: auto, {', '.join(PUBLISHED)}.")

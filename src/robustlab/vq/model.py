@@ -49,9 +49,14 @@ class VQArch:
     def __post_init__(self) -> None:
         widths = [self.ch * m for m in self.ch_mult] + [self.ch]
         if any(w % self.num_groups for w in widths):
-            raise RobustlabError(f"VQ architecture: every width {sorted(set(widths))} must be divisible by num_groups={self.num_groups}.")
+            raise RobustlabError(
+                f"VQ architecture: every width {sorted(set(widths))} must be divisible by num_groups={self.num_groups}."
+            )
         if self.resolution % self.factor:
-            raise RobustlabError(f"VQ architecture: resolution {self.resolution} is not divisible by the down-sampling factor {self.factor}.")
+            raise RobustlabError(
+                f"VQ architecture: resolution {self.resolution} is not divisible by the down-sampling factor "
+                f"{self.factor}."
+            )
 
     @property
     def factor(self) -> int:
@@ -62,7 +67,7 @@ class VQArch:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> "VQArch":
+    def from_json(cls, d: dict) -> VQArch:
         d = dict(d)
         for k in ("ch_mult", "attn_resolutions"):
             if k in d:
@@ -73,11 +78,19 @@ class VQArch:
 # The two public taming-transformers models DAT uses (ddconfig of their released config files).
 PUBLISHED: dict[str, VQArch] = {
     # DAT's discretiser (easyrobust dat/main.py): OpenImages, f = 8, 16384 codes of size 4
-    "vqgan_openimages_f8_16384": VQArch(ch=128, ch_mult=(1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(32,),
-                                        z_channels=4, n_embed=16384, embed_dim=4),
+    "vqgan_openimages_f8_16384": VQArch(
+        ch=128, ch_mult=(1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(32,), z_channels=4, n_embed=16384, embed_dim=4
+    ),
     # the earlier easyrobust VQGAN augmentation: ImageNet, f = 16, 16384 codes of size 256
-    "vqgan_imagenet_f16_16384": VQArch(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(16,),
-                                       z_channels=256, n_embed=16384, embed_dim=256),
+    "vqgan_imagenet_f16_16384": VQArch(
+        ch=128,
+        ch_mult=(1, 1, 2, 2, 4),
+        num_res_blocks=2,
+        attn_resolutions=(16,),
+        z_channels=256,
+        n_embed=16384,
+        embed_dim=256,
+    ),
 }
 
 
@@ -146,7 +159,9 @@ class Upsample(nn.Module):
 def _level(cin: int, cout: int, n_blocks: int, attention: bool, a: VQArch) -> nn.Module:
     """One resolution level: `n_blocks` ResNet blocks (cin -> cout), each followed by attention if asked."""
     level = nn.Module()
-    level.block = nn.ModuleList(ResnetBlock(cin if i == 0 else cout, cout, a.num_groups, a.dropout) for i in range(n_blocks))
+    level.block = nn.ModuleList(
+        ResnetBlock(cin if i == 0 else cout, cout, a.num_groups, a.dropout) for i in range(n_blocks)
+    )
     level.attn = nn.ModuleList(AttnBlock(cout, a.num_groups) for _ in range(n_blocks if attention else 0))
     return level
 
@@ -239,7 +254,10 @@ class VQModel(nn.Module):
     def _check(self, x: torch.Tensor) -> None:
         a = self.arch
         if x.dim() != 4 or x.shape[1] != a.in_channels or x.shape[-1] % a.factor or x.shape[-2] % a.factor:
-            raise RobustlabError(f"VQ model: expected images N×{a.in_channels}×H×W with H, W divisible by {a.factor}; got {tuple(x.shape)}.")
+            raise RobustlabError(
+                f"VQ model: expected images N×{a.in_channels}×H×W with H, W divisible by {a.factor}; got "
+                f"{tuple(x.shape)}."
+            )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-quantisation latents z_e (N×embed_dim×h×w) of images x in [0, 1]."""

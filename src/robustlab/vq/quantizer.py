@@ -64,7 +64,9 @@ class VectorQuantizer(nn.Module):
         k = int(dead.sum())
         if k == 0 or candidates.shape[0] == 0:
             return 0
-        pick = torch.randint(0, candidates.shape[0], (k,), generator=generator, device=generator.device).to(candidates.device)
+        pick = torch.randint(0, candidates.shape[0], (k,), generator=generator, device=generator.device).to(
+            candidates.device
+        )
         self.embedding.weight[dead] = candidates[pick].to(self.embedding.weight.dtype)
         return k
 

@@ -53,9 +53,20 @@ class VQTrainConfig(Strict):
     seed: int = 0
 
     def arch(self, in_channels: int, resolution: int) -> VQArch:
-        return VQArch(ch=self.ch, ch_mult=self.ch_mult, num_res_blocks=self.num_res_blocks, attn_resolutions=self.attn_resolutions,
-                      z_channels=self.z_channels, resolution=resolution, in_channels=in_channels, out_ch=in_channels,
-                      n_embed=self.codebook_size, embed_dim=self.code_dim, num_groups=self.num_groups, beta=self.beta)
+        return VQArch(
+            ch=self.ch,
+            ch_mult=self.ch_mult,
+            num_res_blocks=self.num_res_blocks,
+            attn_resolutions=self.attn_resolutions,
+            z_channels=self.z_channels,
+            resolution=resolution,
+            in_channels=in_channels,
+            out_ch=in_channels,
+            n_embed=self.codebook_size,
+            embed_dim=self.code_dim,
+            num_groups=self.num_groups,
+            beta=self.beta,
+        )
 
 
 def psnr(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -81,8 +92,9 @@ def evaluate_vq(vq: VQModel, split: Split, batch_size: int = 256) -> dict[str, f
     return out
 
 
-def train_vq(train: Split, val: Split, cfg: VQTrainConfig, *, device: torch.device | str = "cpu",
-             quiet: bool = False) -> tuple[VQModel, dict[str, Any]]:
+def train_vq(
+    train: Split, val: Split, cfg: VQTrainConfig, *, device: torch.device | str = "cpu", quiet: bool = False
+) -> tuple[VQModel, dict[str, Any]]:
     """Train a VQ autoencoder on `train` (images N×C×H×W in [0, 1]); returns (model in eval mode, metrics
     measured on `val`, plus the training time and the number of dead-code restarts)."""
     device = torch.device(device)
