@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import safetensors.torch
 import torch
@@ -25,6 +25,9 @@ from safetensors import SafetensorError, safe_open
 from . import __version__
 from .errors import RobustlabError
 from .rundir import atomic_path, write_text_atomic
+
+if TYPE_CHECKING:
+    from .models import ImageClassifier
 
 MODEL_FILE = "model"  # the selected (best) model in a run directory
 LAST_FILE = "last"
@@ -38,7 +41,7 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
         tmp.write_bytes(data)
 
 
-def model_meta(model: torch.nn.Module) -> dict[str, Any]:
+def model_meta(model: ImageClassifier) -> dict[str, Any]:
     """What it takes to rebuild `model` (an ImageClassifier built by models.create)."""
     return {
         "arch": model.arch,
@@ -51,7 +54,7 @@ def model_meta(model: torch.nn.Module) -> dict[str, Any]:
     }
 
 
-def save_model(stem: str | Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
+def save_model(stem: str | Path, model: ImageClassifier, meta: dict[str, Any]) -> None:
     """Write `stem.safetensors` and `stem.json`; weights first, so a JSON always has its weights."""
     stem = Path(stem)
     info = {"robustlab_version": __version__, **model_meta(model), **meta}

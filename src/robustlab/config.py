@@ -12,6 +12,7 @@ import copy
 import difflib
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -252,7 +253,7 @@ class StudyConfig(Strict):
     data_root: str | None = None
     base: dict[str, Any]
     runs: list[dict[str, Any]]
-    sections: list[str | dict[str, Any]] = Field(default_factory=lambda: ["robustness", "training_curves"])
+    sections: list[str | dict[str, Any]] = Field(default_factory=lambda: ["robustness", "training_curves"])  # type: ignore[arg-type]
     description: str = ""
 
 
@@ -374,7 +375,7 @@ def make_run_config(data: dict[str, Any], where: str = "config") -> RunConfig:
         raise RobustlabError(validation_message(where, err, RunConfig)) from None
 
 
-def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
+def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
     """Read a study YAML: top-level run keys are the shared base, `runs` the list, `--set` applied."""
     raw = load_yaml(path)
     run_overrides = []

@@ -12,6 +12,7 @@ import datetime
 import os
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -137,7 +138,7 @@ class _Parts(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
-        self.model = model
+        self.model: Any = model  # the contract's methods are not typed on nn.Module
 
     def forward(self, inp: torch.Tensor, part: str = "logits") -> torch.Tensor:
         if part == "features":
@@ -205,7 +206,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
         if isinstance(model, (DistributedModel, torch.nn.parallel.DistributedDataParallel)):
             model = model.module
         elif _compiled(model):
-            model = model._orig_mod
+            model = model._orig_mod  # type: ignore[assignment]  # torch types it as Tensor | Module
         else:
             return model
 

@@ -16,7 +16,7 @@ import pydantic
 
 from .errors import RobustlabError, unknown_name
 
-T = TypeVar("T")
+E = TypeVar("E")
 
 
 def _describe_validation_error(where: str, err: pydantic.ValidationError, allowed: list[str]) -> str:
@@ -60,8 +60,9 @@ def validate_kwargs(
     return {k: getattr(validated, k) for k in kwargs}
 
 
-class Registry(Generic[T]):
-    """A named collection of factories.
+class Registry(Generic[E]):
+    """A named collection of entries: factories (a class or function that `create` calls with validated options), or
+    plain objects (a corruption with its parameter tables). `Registry[E]` holds entries of type E.
 
     Entries register with `@REGISTRY.register(name)` in the modules of the registry's own package (its
     `__init__` imports them all), or, for an extension point that a higher layer fills (training
@@ -71,7 +72,7 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str, plugins: tuple[str, ...] = ()):
         self.kind = kind
-        self._factories: dict[str, Callable[..., T]] = {}
+        self._factories: dict[str, E] = {}
         self._plugins = plugins
 
     def _load_plugins(self) -> None:
@@ -82,8 +83,8 @@ class Registry(Generic[T]):
             for package in plugins:
                 importlib.import_module(package)
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        def deco(factory: Callable[..., T]) -> Callable[..., T]:
+    def register(self, name: str) -> Callable[[E], E]:
+        def deco(factory: E) -> E:
             if name in self._factories:
                 raise RuntimeError(f"{self.kind} {name!r} registered twice")
             self._factories[name] = factory
@@ -99,19 +100,19 @@ class Registry(Generic[T]):
         self._load_plugins()
         return name in self._factories
 
-    def get(self, name: str) -> Callable[..., T]:
+    def get(self, name: str) -> E:
         self._load_plugins()
         if not isinstance(name, str) or name not in self._factories:
             raise unknown_name(self.kind, name, self._factories)
         return self._factories[name]
 
-    def create(self, name: str, *args: Any, skip: tuple[str, ...] = (), **kwargs: Any) -> T:
+    def create(self, name: str, *args: Any, skip: tuple[str, ...] = (), **kwargs: Any) -> Any:
         """Build `name` with positional `args` (not validated) and validated keyword `kwargs`.
 
         `skip` names keyword parameters that are passed programmatically rather than from a config
         (they are neither validated nor listed as allowed options).
         """
-        factory = self.get(name)
+        factory: Any = self.get(name)
         programmatic = {k: kwargs.pop(k) for k in skip if k in kwargs}
         target = factory.__init__ if inspect.isclass(factory) else factory
         clean = validate_kwargs(
@@ -121,7 +122,7 @@ class Registry(Generic[T]):
 
     def options(self, name: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
         """The configurable keyword options of `name` with their defaults (for --help and docs)."""
-        factory = self.get(name)
+        factory: Any = self.get(name)
         target = factory.__init__ if inspect.isclass(factory) else factory
         out = {}
         for pname, p in inspect.signature(target).parameters.items():

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -282,7 +283,7 @@ def default_jobs(device: torch.device) -> int:
 def run_study(
     config: str | Path | None = None,
     *,
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
     out_root: str | Path = "runs",
     data_root: str | None = None,
     device: str | None = None,
@@ -314,7 +315,7 @@ def run_study(
     for _, _, cfg in runs:
         build_run(cfg, dataset=_dataset(cfg, data_root, datasets))
     for spec in study.sections:
-        SECTIONS.get(spec if isinstance(spec, str) else spec.get("name"))
+        SECTIONS.get(spec if isinstance(spec, str) else str(spec.get("name")))
     dev = resolve_device(device or runs[0][2].device)
     if nproc < 1:
         raise RobustlabError(f"nproc={nproc}; allowed: 1 or more processes per run.")
@@ -378,8 +379,8 @@ def _execute(
     deps = dependencies(runs)
     order = {label: i for i, (label, _, _) in enumerate(runs)}
     n = len(runs)
+    seconds: dict[str, float] = {}
     if jobs == 1:
-        seconds = {}
         for i, (label, _, cfg) in enumerate(runs):
             if not quiet:
                 console.rule(
@@ -403,14 +404,13 @@ def _execute(
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     pending = {label: cfg for label, _, cfg in runs}
-    seconds: dict[str, float] = {}
     running: dict[cf.Future, str] = {}
     # workers end with this process, however it ends (they would otherwise train on as orphans)
     with cf.ProcessPoolExecutor(
         max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=die_with_parent, initargs=(os.getpid(),)
     ) as pool:
         while pending or running:
-            ready = sorted((lb for lb in pending if deps[lb] <= seconds.keys()), key=order.get)
+            ready = sorted((lb for lb in pending if deps[lb] <= seconds.keys()), key=order.__getitem__)
             for label in ready[: jobs - len(running)]:
                 cfg = pending.pop(label)
                 running[

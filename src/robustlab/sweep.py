@@ -57,7 +57,7 @@ def sweep(
         result = evaluate(
             model,
             split,
-            ThreatModel(norm, eps),
+            ThreatModel.parse(f"{norm}:{eps!r}"),
             suite,
             step_ratio=step_ratio,
             batch_size=batch_size,

@@ -6,7 +6,15 @@ import sys
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 # logs and progress go to stderr, result tables to stdout; 160 columns when not on a terminal
 console = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
@@ -40,7 +48,7 @@ class TrainProgress:
         self.epochs, self.steps = epochs, steps_per_epoch
         self.disable = disable
         self.bar = progress_bar(disable)
-        self.task = None
+        self.task: TaskID | None = None
 
     def __enter__(self) -> TrainProgress:
         self.bar.__enter__()
@@ -55,7 +63,8 @@ class TrainProgress:
         self.task = self.bar.add_task(f"epoch {epoch + 1}/{self.epochs}", total=self.steps, info="")
 
     def step(self, running: dict[str, float]) -> None:
-        self.bar.update(self.task, advance=1, info=_fmt(running))
+        if self.task is not None:
+            self.bar.update(self.task, advance=1, info=_fmt(running))
 
     def epoch_done(self, record: dict[str, Any], best: dict[str, Any] | None) -> None:
         if self.disable:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..models import ContractModel
 from .registry import ANALYSES, AnalysisContext
 
 
@@ -68,7 +69,7 @@ def cca(x: np.ndarray, y: np.ndarray, *, dim: int | None = 5, reg: float = 0.0) 
 
 
 @torch.no_grad()
-def features(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+def features(model: ContractModel, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """forward_features of x (N×C×H×W) in batches, N×D on the CPU."""
     return torch.cat([model.forward_features(x[i : i + batch_size]).cpu() for i in range(0, len(x), batch_size)])
 
@@ -162,7 +163,7 @@ def _scatter(results: dict[str, CCAResult], y: np.ndarray, path, class_names: li
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = plt.get_cmap("tab10").colors
+    colors = [plt.get_cmap("tab10")(i) for i in range(10)]
     fig, axes = plt.subplots(1, len(results), figsize=(4.0 * len(results), 3.6), squeeze=False)
     for ax, (setting, res) in zip(axes[0], results.items()):
         for c in np.unique(y):

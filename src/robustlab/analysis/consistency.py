@@ -30,11 +30,11 @@ from torch import nn
 
 from ..attacks import build as build_attack
 from ..data import Split, batches
-from ..data.npz import read_numpy
+from ..data.npz import read_arrays, write_arrays
 from ..methods.aalp import ground_truth_probability
 from ..methods.alp import logit_pairing
 from ..models import eval_mode
-from ..rundir import atomic_path, write_text_atomic
+from ..rundir import write_text_atomic
 from ..train import CALLBACKS, Callback
 from .figures import pyplot, save_figure
 from .registry import ANALYSES, AnalysisContext
@@ -205,7 +205,7 @@ class ALPLossBySet(Callback):
         self.rows = {k: [] for k in keys}
         store, _ = self._paths(trainer)
         if trainer.epoch > 0 and store.exists():
-            saved = read_numpy(store)
+            saved = read_arrays(store)
             self.rows = {k: list(saved[k][: trainer.epoch]) for k in keys}
 
     def on_epoch_end(self, trainer, epoch, record) -> dict[str, Any]:
@@ -213,8 +213,7 @@ class ALPLossBySet(Callback):
         for k in self.rows:
             self.rows[k].append(out[k])
         store, _ = self._paths(trainer)
-        with atomic_path(store) as tmp:
-            np.savez_compressed(tmp, **{k: np.stack(v) for k, v in self.rows.items()})
+        write_arrays(store, {k: np.stack(v) for k, v in self.rows.items()})
         return {f"{self.split}_alp": float(out["alp"].mean())}
 
     def on_train_end(self, trainer) -> None:

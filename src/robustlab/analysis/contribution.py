@@ -21,13 +21,13 @@ from torch import nn
 from ..attacks import build as build_attack
 from ..data import Split, batches
 from ..methods.guided_dropout import feature_gradient
-from ..models import eval_mode
+from ..models import ContractModel, eval_mode
 from ..threat import ThreatModel
 from .figures import pyplot, save_figure
 from .registry import ANALYSES, AnalysisContext
 
 
-def feature_contribution(model: nn.Module, split: Split, *, batch_size: int = 500) -> torch.Tensor:
+def feature_contribution(model: ContractModel, split: Split, *, batch_size: int = 500) -> torch.Tensor:
     """C (Eq. 5), shape (D,): the mean over the split of |∂CE_i/∂A_i| per feature unit (model in eval mode)."""
     total = None
     with eval_mode(model), torch.no_grad():

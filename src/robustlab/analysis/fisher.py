@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks.fisher import InputFisher, fisher_step, input_fisher
+from ..threat import per_sample
 from .figures import pyplot, save_figure
 from .registry import ANALYSES, AnalysisContext
 
@@ -57,7 +58,8 @@ def fisher_attack_check(
         clean = F.log_softmax(fi.logits.double(), 1)
         correct = fi.logits.argmax(1) == yb
         rnd = torch.randn(xb.shape, generator=gen, dtype=xb.dtype).to(xb.device)
-        rnd = rnd / rnd.flatten(1).norm(dim=1).view(-1, *([1] * (xb.dim() - 1)))
+        rnd = rnd / per_sample(rnd.flatten(1).norm(dim=1), xb)
+        assert fi.direction is not None  # input_fisher computes it unless asked not to
         for e in eps:
             _, _, kl_taylor = fisher_step(model, xb, fi.direction, e, clean, clip=False)
             _, z_f, kl_f = fisher_step(model, xb, fi.direction, e, clean)
@@ -74,18 +76,18 @@ def fisher_attack_check(
                 r.setdefault(key, []).append(v.double().cpu())
     out = []
     for e in eps:
-        r = {k: torch.cat(v) for k, v in rows[e].items()}
+        cat: dict[str, torch.Tensor] = {k: torch.cat(v) for k, v in rows[e].items()}
         out.append(
             {
                 "eps": e,
-                "taylor_ratio_median": float(r["taylor"].quantile(0.5)),
-                "taylor_ratio_q10": float(r["taylor"].quantile(0.1)),
-                "taylor_ratio_q90": float(r["taylor"].quantile(0.9)),
-                "kl_fisher": float(r["kl_fisher"].mean()),
-                "kl_random": float(r["kl_random"].mean()),
-                "fisher_ge_random": float(r["ge"].mean()),
-                "flip_fisher": float(r["flip_fisher"].mean()),
-                "flip_random": float(r["flip_random"].mean()),
+                "taylor_ratio_median": float(cat["taylor"].quantile(0.5)),
+                "taylor_ratio_q10": float(cat["taylor"].quantile(0.1)),
+                "taylor_ratio_q90": float(cat["taylor"].quantile(0.9)),
+                "kl_fisher": float(cat["kl_fisher"].mean()),
+                "kl_random": float(cat["kl_random"].mean()),
+                "fisher_ge_random": float(cat["ge"].mean()),
+                "flip_fisher": float(cat["flip_fisher"].mean()),
+                "flip_random": float(cat["flip_random"].mean()),
             }
         )
     return out

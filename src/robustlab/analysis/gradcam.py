@@ -20,7 +20,7 @@ from torch import nn
 
 from ..data import Split
 from ..errors import RobustlabError
-from ..models import eval_mode
+from ..models import ContractModel, eval_mode
 from ..threat import ThreatModel
 from .contribution import adversarial_split
 from .figures import pyplot, save_figure
@@ -29,7 +29,7 @@ from .registry import ANALYSES, AnalysisContext
 FIGURE_COLUMNS = 16
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+def grad_cam(model: ContractModel, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """Grad-CAM maps (N×H×W, ≥ 0) of images x (N×C×H×W) for the logit of `classes` (N,)."""
     if not hasattr(model, "neck"):
         raise RobustlabError(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -34,6 +35,8 @@ from torch import nn
 from ..attacks.base import model_untouched
 from ..errors import RobustlabError
 from ..infomax import MIEstimator, make_critic, minimise_mi
+from ..infomax.bounds import Bound, DVVariant
+from ..models import ContractModel
 from ..registry import check_range
 from ..seeds import critic as critic_stream
 from ..threat import ThreatModel
@@ -123,7 +126,7 @@ def _summary(values: list[float]) -> dict[str, Any]:
     return {"mean": float(t.mean()), "std": float(t.std()) if len(values) > 1 else 0.0, "values": values}
 
 
-def representation(model: nn.Module, layer: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def representation(model: ContractModel, layer: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The map x -> representation at `layer`: "features" (forward_features) or "logits"."""
     if layer == "features":
         return model.forward_features
@@ -146,8 +149,8 @@ def measure_vulnerability(
     critic_options: dict[str, Any] | None = None,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
-    bound: str = "dv",
-    dv_variant: str = "exact",
+    bound: Bound = "dv",
+    dv_variant: DVVariant = "exact",
     epochs: int = 20,
     batch_size: int = 128,
     lr: float = 1e-3,
@@ -159,7 +162,8 @@ def measure_vulnerability(
     check_range("seeds", seeds, 1)
     encode = representation(model, layer)
     t0 = time.perf_counter()
-    normal, worst = [], []
+    normal: list[float] = []
+    worst: list[float] = []
     with model_untouched(model, "eval"), progress_bar(disable=quiet) as bar:
         task = bar.add_task("vulnerability", total=2 * seeds * epochs, info=layer)
         with torch.no_grad():
@@ -172,7 +176,7 @@ def measure_vulnerability(
                         make_critic(critic, tuple(test_x.shape[1:]), z_dim, mean, std, **(critic_options or {})),
                         bound,
                         dv_variant,
-                    ).to(test_x.device)  # type: ignore[arg-type]
+                    ).to(test_x.device)
                 result = fit_and_estimate(
                     encode,
                     train_x,
@@ -185,7 +189,7 @@ def measure_vulnerability(
                     batch_size=batch_size,
                     lr=lr,
                     seed=critic_stream(seed, s),
-                    on_epoch=lambda s=s, case=case: bar.update(task, advance=1, info=f"{layer} seed {s} {case}"),
+                    on_epoch=partial(bar.update, task, advance=1, info=f"{layer} seed {s} {case}"),
                 )
                 out.append(result["mi"])
     rv = [a - b for a, b in zip(normal, worst)]

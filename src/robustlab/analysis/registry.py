@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..data import ImageDataset
+from ..models import ContractModel
 from ..registry import Registry
 from ..threat import ThreatModel
 
@@ -18,7 +19,7 @@ from ..threat import ThreatModel
 class AnalysisContext:
     """A trained model with its data, threat model and the place to write results."""
 
-    model: torch.nn.Module
+    model: ContractModel
     dataset: ImageDataset
     threat: ThreatModel
     run_dir: Path

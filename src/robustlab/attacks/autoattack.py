@@ -79,7 +79,7 @@ class AutoAttack(Attack):
                 f"{self.name}: give `attacks` (a list of attack specs) exactly when version='custom'; "
                 f"got version={version!r}, attacks={attacks!r}."
             )
-        specs = list(attacks) if version == "custom" else version_specs(version, steps, n_target_classes, queries)
+        specs = list(attacks or []) if version == "custom" else version_specs(version, steps, n_target_classes, queries)
         self.version = version
         self.on_stage: Callable[[str, int, int, float], None] | None = None
         self.components: list[tuple[str, Attack]] = []

@@ -156,5 +156,6 @@ class FisherAttack(Attack):
     def _run(self, model, x, y, generator, num_classes, need_success):
         fisher = input_fisher(model, x)
         check_logits(self.name, fisher.logits, x.shape[0], num_classes)
+        assert fisher.direction is not None
         x_adv, logits, _ = fisher_step(model, x, fisher.direction, self.threat.eps, F.log_softmax(fisher.logits, 1))
         return x_adv, logits.argmax(1) != y

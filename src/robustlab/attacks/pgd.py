@@ -25,8 +25,11 @@ Loss = Literal["ce", "cw", "kl"]
 Start = Literal["uniform", "normal", "none"]
 
 
-def ball_noise(x: torch.Tensor, norm: str, radius: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Noise uniform in the `norm` ball of `radius` (a number or per-sample (N,)), shaped like x."""
+def ball_noise(
+    x: torch.Tensor, norm: str, radius: float | torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Noise uniform in the `norm` ball of `radius` (a number or per-sample (N,)), shaped like x (`generator`
+    None: torch's global generator)."""
     scale = per_sample(radius, x) if torch.is_tensor(radius) else radius
     if norm == "linf":
         return (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * scale
@@ -39,7 +42,7 @@ def ball_noise(x: torch.Tensor, norm: str, radius: float | torch.Tensor, generat
 
 
 def random_start(
-    x: torch.Tensor, threat: ThreatModel, kind: str, sigma: float, generator: torch.Generator
+    x: torch.Tensor, threat: ThreatModel, kind: str, sigma: float, generator: torch.Generator | None
 ) -> torch.Tensor:
     """An initial point in the ball around x, clipped to [0, 1]."""
     if kind == "none":
@@ -114,6 +117,7 @@ class PGD(Attack):
 
     def _objective(self, logits: torch.Tensor, y: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
         if self.loss == "kl":
+            assert ref is not None, "the KL loss needs the clean logits"
             return losses.kl_to_reference(logits, ref)
         if self.loss == "ce":
             ce = losses.cross_entropy(logits, y)

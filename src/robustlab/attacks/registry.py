@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import RobustlabError, closest, did_you_mean
@@ -10,7 +11,7 @@ from ..registry import Registry
 from ..threat import ThreatModel
 from .base import Attack
 
-ATTACKS: Registry[Attack] = Registry("attack")
+ATTACKS: Registry[Callable[..., Attack]] = Registry("attack")
 
 PROGRAMMATIC = ("seed", "mode", "num_classes")
 
@@ -39,7 +40,7 @@ def closest_spec(spec: str, others: list[str] | None = None) -> str | None:
     spec = spec.strip().lower()
     m = re.fullmatch(r"(.+?)-(\d+)", spec)
     family = closest(m.group(1), [name for name in ATTACKS.names() if _stepped(name)]) if m else None
-    if family:
+    if m and family:
         return f"{family}-{m.group(2)}"
     return closest(spec, ATTACKS.names() + (others or []))
 

@@ -144,8 +144,10 @@ def corruption_accuracy(
                             )
                             data = Split(xs, split.y)
                         elif source == "cifar_c":
+                            assert path is not None  # checked above
                             data = readers.read_cifar_c(path, name, s, n=len(split))
                         else:
+                            assert path is not None
                             data = readers.read_imagenet_c(
                                 path,
                                 name,

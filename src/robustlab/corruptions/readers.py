@@ -16,7 +16,7 @@ import torch
 from ..data import Split
 from ..data.base import to_float_images
 from ..data.imagefolder import read_class_folders
-from ..data.npz import read_numpy
+from ..data.npz import read_array
 from ..errors import RobustlabError
 
 PER_SEVERITY = 10000
@@ -31,7 +31,7 @@ def read_cifar_c(folder: str | Path, corruption: str, severity: int, n: int | No
             f"CIFAR-C: {images.name} and labels.npy not found in {folder}; download CIFAR-10-C "
             f"(Hendrycks & Dietterich 2019) and point the path at its folder."
         )
-    arr, lab = read_numpy(images, mmap_mode="r"), read_numpy(labels, mmap_mode="r")
+    arr, lab = read_array(images, mmap=True), read_array(labels, mmap=True)
     per = arr.shape[0] // 5 if arr.shape[0] % 5 == 0 else PER_SEVERITY
     start = (severity - 1) * per
     stop = start + (per if n is None else min(n, per))

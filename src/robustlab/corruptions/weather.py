@@ -60,7 +60,9 @@ def _frost_textures(root: Path | None, scale: float, channels: int) -> list[torc
     for path in found:
         with Image.open(path) as im:
             im = im.convert("L" if channels == 1 else "RGB")
-            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
+            im = im.resize(
+                (max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.BILINEAR
+            )
             out.append(
                 torch.from_numpy(np.asarray(im, dtype=np.float32).copy())
                 .reshape(im.height, im.width, channels)

@@ -32,7 +32,7 @@ def batches(
     n = len(split)
     if (shuffle or (augment is not None and augment.enabled)) and generator is None:
         raise ValueError("shuffle/augment need a torch.Generator")
-    order = torch.randperm(n, generator=generator, device=generator.device) if shuffle else None
+    order = torch.randperm(n, generator=generator, device=generator.device) if shuffle and generator else None
     for b in range(num_batches(n, batch_size, drop_last)):
         sl = slice(b * batch_size, min(n, (b + 1) * batch_size))
         if order is not None:
@@ -42,6 +42,6 @@ def batches(
             x, y = split.x[sl], split.y[sl]
         if device is not None:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if augment is not None and augment.enabled:
+        if augment is not None and augment.enabled and generator is not None:
             x = aug.apply(x, augment, generator)
         yield x, y

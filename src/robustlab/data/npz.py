@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from .. import seeds
 from ..errors import RobustlabError
+from ..rundir import atomic_path
 from .base import ImageDataset, carve_validation, check_stats, data_root, finish, missing_files_error, to_float_images
 from .registry import DATASETS
 
@@ -73,14 +74,35 @@ def _labels(y: np.ndarray, where: str, n: int) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64))
 
 
-def read_numpy(path: str | Path, mmap_mode: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
-    """A .npy file's array or an .npz archive's arrays by name, never unpickling (allow_pickle=False).
+def read_array(path: str | Path, mmap: bool = False) -> np.ndarray:
+    """The array of a .npy file (memory-mapped with `mmap`), never unpickling; see `_numpy`."""
+    out = _numpy(Path(path), mmap)
+    if not isinstance(out, np.ndarray):
+        raise RobustlabError(f"{path}: expected a single .npy array (numpy.save); got an .npz archive.")
+    return out
 
-    An array of Python objects, a truncated or foreign file: a one-line error naming the file."""
-    path = Path(path)
+
+def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz archive by name, never unpickling; see `_numpy`."""
+    out = _numpy(Path(path), False)
+    if isinstance(out, np.ndarray):
+        raise RobustlabError(f"{path}: expected an .npz archive (numpy.savez); got a single .npy array.")
+    return out
+
+
+def write_arrays(path: str | Path, arrays: dict[str, np.ndarray], compressed: bool = True) -> None:
+    """An .npz archive of plain arrays by name, written atomically (the counterpart of `read_arrays`)."""
+    save = np.savez_compressed if compressed else np.savez
+    with atomic_path(path) as tmp:
+        save(tmp, **cast(dict[str, Any], arrays))  # cast: numpy's stub reads a key as its allow_pickle flag
+
+
+def _numpy(path: Path, mmap: bool) -> np.ndarray | dict[str, np.ndarray]:
+    """np.load with allow_pickle=False: an array of Python objects, a truncated or foreign file is a one-line
+    error naming the file."""
     try:
-        if mmap_mode is not None:
-            return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+        if mmap:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
         with open(path, "rb") as f:  # our own handle, closed even when numpy fails half-way
             z = np.load(f, allow_pickle=False)
             if isinstance(z, np.ndarray):
@@ -91,19 +113,12 @@ def read_numpy(path: str | Path, mmap_mode: str | None = None) -> np.ndarray | d
         if "allow_pickle" in str(err):
             raise RobustlabError(
                 f"{path}: holds pickled Python objects (an array of dtype=object), which are refused "
-                "(allow_pickle=False); "
-                "save plain numeric arrays (class names as np.array(names) of str, not dtype=object)."
+                "(allow_pickle=False); save plain numeric arrays (class names as np.array(names) of str, "
+                "not dtype=object)."
             ) from None
         raise RobustlabError(f"{path}: not a readable numpy file ({err}).") from None
     except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise RobustlabError(f"{path}: not a readable numpy file ({type(err).__name__}: {err}).") from None
-
-
-def _read(path: Path) -> dict[str, np.ndarray]:
-    arrays = read_numpy(path)
-    if isinstance(arrays, np.ndarray):
-        raise RobustlabError(f"{path}: expected an .npz archive (numpy.savez); got a single .npy array.")
-    return arrays
 
 
 @DATASETS.register("npz")
@@ -124,7 +139,7 @@ def load_npz(
     "0".."K-1" with K = the largest label + 1. No augmentation; mean 0 / std 1 unless given.
     """
     file = resolve_file("npz", path, root)
-    arrays = _read(file)
+    arrays = read_arrays(file)
     keys = set(arrays)
     if set(SPLIT_KEYS) <= keys:
         train_x = _images(arrays["x_train"], f"{file} x_train")

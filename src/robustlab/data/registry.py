@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..registry import Registry
 from .base import ImageDataset
 
-DATASETS: Registry[ImageDataset] = Registry("dataset")
+DATASETS: Registry[Callable[..., ImageDataset]] = Registry("dataset")
 
 DEFAULT_BATCH_SIZE = 128
 # the embedded digits have 1,100 training images: at 128 an epoch is 9 optimizer steps, and 5 epochs of

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..registry import Registry
 
-SUITES: Registry[list[str | dict[str, Any]]] = Registry("suite")
+SUITES: Registry[Callable[[], list[str | dict[str, Any]]]] = Registry("suite")

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint import read_json
-from ..data.npz import read_numpy
+from ..data.npz import read_arrays, write_arrays
 from ..errors import RobustlabError
-from ..rundir import atomic_path, write_text_atomic
+from ..rundir import write_text_atomic
 from ..ui import out
 
 
@@ -53,8 +53,7 @@ class EvalResult:
     def save(self, run_dir: str | Path, stem: str = "eval") -> None:
         """Write <stem>_samples.npz, <stem>.md and, last, <stem>.json (what `load` and a study look for)."""
         run_dir = Path(run_dir)
-        with atomic_path(run_dir / f"{stem}_samples.npz") as tmp:
-            np.savez_compressed(tmp, **self.per_sample)
+        write_arrays(run_dir / f"{stem}_samples.npz", self.per_sample)
         write_text_atomic(
             run_dir / f"{stem}.md", markdown_table({run_dir.name: self}) + stages_lines(self) + flag_lines(self.flags)
         )
@@ -64,7 +63,7 @@ class EvalResult:
     def load(cls, run_dir: str | Path, stem: str = "eval") -> EvalResult:
         d = read_json(Path(run_dir) / f"{stem}.json")
         samples = Path(run_dir) / f"{stem}_samples.npz"
-        per = read_numpy(samples) if samples.exists() else {}
+        per = read_arrays(samples) if samples.exists() else {}
         try:
             return cls(**d, per_sample=per)
         except TypeError as e:

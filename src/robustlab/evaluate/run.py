@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import Progress, TaskID
 from torch import nn
 
 from .. import seeds
@@ -115,7 +117,7 @@ def evaluate(
                     batch_size,
                     seed,
                     state,
-                    lambda b, label=label: bar.update(task, advance=b, info=label),
+                    partial(_advance, bar, task, label),
                     on_batch_done,
                     world,
                     quiet,
@@ -151,6 +153,10 @@ def evaluate(
     if state is not None:
         state.remove()
     return result
+
+
+def _advance(bar: Progress, task: TaskID, label: str, batches: int) -> None:
+    bar.update(task, advance=batches, info=label)
 
 
 def _check_inputs(

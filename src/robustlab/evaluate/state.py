@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from ..checkpoint import read_json
-from ..data.npz import read_numpy
-from ..rundir import atomic_path, write_text_atomic
+from ..data.npz import read_arrays, write_arrays
+from ..rundir import write_text_atomic
 
 
 class EvalState:
@@ -30,7 +30,7 @@ class EvalState:
             saved = read_json(self.json_path)
             if saved.get("settings") == self.settings:
                 self.batches, self.seconds = saved["batches"], saved["seconds"]
-                self.arrays = read_numpy(self.npz_path)
+                self.arrays = read_arrays(self.npz_path)
 
     @property
     def resumed(self) -> bool:
@@ -39,8 +39,7 @@ class EvalState:
     def record(self, label: str, batches_done: int, seconds: float, arrays: dict[str, np.ndarray]) -> None:
         self.arrays.update(arrays)
         self.batches[label], self.seconds[label] = batches_done, seconds
-        with atomic_path(self.npz_path) as tmp:
-            np.savez(tmp, **self.arrays)
+        write_arrays(self.npz_path, self.arrays, compressed=False)
         # written last: it never claims batches the npz lacks
         write_text_atomic(
             self.json_path, json.dumps({"settings": self.settings, "batches": self.batches, "seconds": self.seconds})

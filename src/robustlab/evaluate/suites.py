@@ -10,7 +10,7 @@ from .registry import SUITES
 @SUITES.register("paper")
 def paper_suite() -> list[str | dict[str, Any]]:
     """AALP Table 2: FGSM, PGD-{10,20,40,100}, CW-{10,20,40,100}."""
-    return ["fgsm"] + [f"pgd-{k}" for k in (10, 20, 40, 100)] + [f"cw-{k}" for k in (10, 20, 40, 100)]
+    return ["fgsm", *(f"pgd-{k}" for k in (10, 20, 40, 100)), *(f"cw-{k}" for k in (10, 20, 40, 100))]
 
 
 @SUITES.register("quick")

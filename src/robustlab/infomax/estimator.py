@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,13 +49,12 @@ class MIEstimate:
 class MIEstimator(nn.Module):
     """A critic (returning N×N×L scores) and the bound it is trained with."""
 
-    def __init__(
-        self, critic: nn.Module, bound: Bound = "dv", dv_variant: DVVariant = "exact", ma_rate: float | None = None
-    ):
+    def __init__(self, critic: Any, bound: Bound = "dv", dv_variant: DVVariant = "exact", ma_rate: float | None = None):
         super().__init__()
         check_options(bound, dv_variant, ma_rate)
         self.critic = critic
         self.bound, self.dv_variant, self.ma_rate = bound, dv_variant, ma_rate
+        self.log_ma: torch.Tensor
         self.register_buffer("log_ma", torch.full((critic.num_locations,), float("nan")))
 
     def extra_repr(self) -> str:
@@ -81,6 +81,7 @@ class MIEstimator(nn.Module):
             self.log_ma.copy_(log_neg)
         else:
             a = self.ma_rate
+            assert a is not None, "the moving average is updated only with ma_rate set"
             self.log_ma.copy_(
                 torch.logaddexp(self.log_ma + math.log1p(-a), log_neg + math.log(a)) if a < 1 else log_neg
             )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from ..registry import Registry
 
-CRITICS: Registry[nn.Module] = Registry("critic")
+CRITICS: Registry[Callable[..., nn.Module]] = Registry("critic")

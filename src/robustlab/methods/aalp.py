@@ -67,7 +67,7 @@ class AALP(Method):
         self.alpha, self.clean_weight = alpha, clean_weight
         self.guided_dropout, self.sample_weighting = guided_dropout, sample_weighting
         self.gd_score, self.gd_rescale = gd_score, gd_rescale
-        self.train_attack = attack.pgd(self.threat, loss="ce")
+        self.train_attack = attack.pgd(self.attack_threat, loss="ce")
 
     def loss(self, model, x, y, ctx):
         """x (N×C×H×W) and its PGD examples form one 2N batch; features A_fc are 2N×D, logits 2N×K."""

@@ -36,7 +36,7 @@ class ALP(Method):
     def __init__(self, threat, lam: float = 0.5, clean_weight: float = 0.5, *, attack: TrainAttack):
         super().__init__(threat)
         self.lam, self.clean_weight = lam, clean_weight
-        self.train_attack = attack.pgd(self.threat, loss="ce")
+        self.train_attack = attack.pgd(self.attack_threat, loss="ce")
 
     def loss(self, model, x, y, ctx):
         x_adv = self.adversarial(model, x, y, ctx)

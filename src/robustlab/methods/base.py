@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from ..attacks import PGD
+from ..attacks import PGD, Attack
 from ..attacks.base import AttackMode
-from ..attacks.pgd import Start
+from ..attacks.pgd import Loss, Start
 from ..errors import RobustlabError
 from ..threat import ThreatModel
 
@@ -62,7 +62,14 @@ class Method(nn.Module):
                 f"method {self.name!r} trains against an attack and needs a threat model (e.g. threat: linf:8/255)."
             )
         self.threat = ThreatModel.parse(threat) if threat is not None else None
-        self.train_attack: PGD | None = None
+        self.train_attack: Attack | None = None
+
+    @property
+    def attack_threat(self) -> ThreatModel:
+        """The threat model of a method that trains against an attack (__init__ refused None for those)."""
+        if self.threat is None:
+            raise RobustlabError(f"method {self.name!r} has no threat model to attack with.")
+        return self.threat
 
     def build_parts(self, model: nn.Module, dataset) -> None:
         """Called by the Trainer before it builds the optimizer: create trainable parts whose shapes
@@ -103,7 +110,7 @@ class TrainAttack:
     sigma: float = 0.001  # the scale of the "normal" start
     mode: AttackMode = "eval"  # the model's mode during the attack
 
-    def pgd(self, threat: ThreatModel, loss: str) -> PGD:
+    def pgd(self, threat: ThreatModel, loss: Loss) -> PGD:
         """The PGD a method trains with: last iterate (no keep-best), one restart, as in the papers."""
         return PGD(
             threat,
@@ -111,7 +118,7 @@ class TrainAttack:
             step=self.step,
             loss=loss,
             random_start=self.start,
-            sigma=self.sigma,  # type: ignore[arg-type]
+            sigma=self.sigma,
             keep_best=False,
             mode=self.mode,
         )

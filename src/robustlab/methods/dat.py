@@ -92,10 +92,11 @@ class DAT(Method):
     def setup(self, trainer) -> None:
         """Load the VQ named by `vq`, or train one on the training split (kept in the run directory)."""
         ds = trainer.dataset
+        vq: VQModel | None
         if isinstance(self.vq_source, str):
             vq, _ = load_vq(self.vq_source, self.vqgan_config)
         else:  # in a distributed run rank 0 trains (or finds) the VQ and the other ranks load it
-            vq = self._train_or_reuse(trainer) if trainer.world.is_main else None
+            vq = self._train_or_reuse(trainer, self.vq_source) if trainer.world.is_main else None
             trainer.world.barrier()
             if vq is None:
                 vq, _ = load_vq(trainer.run_dir / VQ_FILE)
@@ -111,16 +112,16 @@ class DAT(Method):
         """Use the VQ model as Q, frozen (it stays out of state_dict() and the optimizer)."""
         self.vq_reconstruct = freeze(vq).reconstruct
 
-    def _train_or_reuse(self, trainer) -> VQModel:
+    def _train_or_reuse(self, trainer, cfg: VQTrainConfig) -> VQModel:
         stem = trainer.run_dir / VQ_FILE
-        settings = self.vq_source.model_dump(mode="json")
+        settings = cfg.model_dump(mode="json")
         if stem.with_suffix(".json").exists():
             vq, meta = load_vq(stem)
             if meta.get("train_config") == settings:
                 return vq
         with torch.random.fork_rng(devices=[]):  # the VQ's own seed; the trainer's random state is left alone
             vq, metrics = train_vq(
-                trainer.dataset.train, trainer.dataset.val, self.vq_source, device=trainer.device, quiet=trainer.quiet
+                trainer.dataset.train, trainer.dataset.val, cfg, device=trainer.device, quiet=trainer.quiet
             )
         save_vq(stem, vq, {"train_config": settings, "dataset": trainer.dataset.name, "metrics": metrics})
         if not trainer.quiet:

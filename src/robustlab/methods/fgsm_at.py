@@ -30,8 +30,12 @@ class FGSMAT(Method):
         attack_mode: Literal["eval", "train"] = "eval",
     ):
         super().__init__(threat)
-        step = attack_step if attack_step is not None else (1.25 if start == "uniform" else 1.0) * self.threat.eps
-        self.train_attack = TrainAttack(steps=1, step=step, start=start, mode=attack_mode).pgd(self.threat, loss="ce")
+        step = (
+            attack_step if attack_step is not None else (1.25 if start == "uniform" else 1.0) * self.attack_threat.eps
+        )
+        self.train_attack = TrainAttack(steps=1, step=step, start=start, mode=attack_mode).pgd(
+            self.attack_threat, loss="ce"
+        )
 
     def loss(self, model, x, y, ctx):
         x_adv = self.adversarial(model, x, y, ctx)

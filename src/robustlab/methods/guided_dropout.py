@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from ..models import ContractModel
 
 
-def feature_gradient(model: nn.Module, features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def feature_gradient(model: ContractModel, features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """∂ Σ_i CE(head(A_i), y_i) / ∂A for features A (N×D): row i is the gradient of sample i's own CE.
 
     Only the head is differentiated, no parameter gradient is accumulated, and `features` keeps its graph.
@@ -52,7 +53,7 @@ def guided_dropout_mask(scores: torch.Tensor) -> torch.Tensor:
 
 
 def guided_dropout_logits(
-    model: nn.Module,
+    model: ContractModel,
     features: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -76,6 +77,6 @@ def guided_dropout_logits(
     return model.forward_head(features * mask)
 
 
-def guided_dropout_forward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def guided_dropout_forward(model: ContractModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """model(x) with Guided Dropout on its features (training mode), the plain model(x) in eval mode."""
     return guided_dropout_logits(model, model.forward_features(x), y)

@@ -23,7 +23,7 @@ class PGDAT(Method):
     def __init__(self, threat, *, attack: TrainAttack, guided_dropout: bool = False):
         super().__init__(threat)
         self.guided_dropout = guided_dropout
-        self.train_attack = attack.pgd(self.threat, loss="ce")
+        self.train_attack = attack.pgd(self.attack_threat, loss="ce")
 
     def loss(self, model, x, y, ctx):
         x_adv = self.adversarial(model, x, y, ctx)

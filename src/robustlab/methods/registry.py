@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..registry import Registry
 from .base import Method
 
-METHODS: Registry[Method] = Registry("method")
+METHODS: Registry[Callable[..., Method]] = Registry("method")

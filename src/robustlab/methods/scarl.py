@@ -169,7 +169,7 @@ class SCARL(Method):
         self.text_head: nn.Module | None = None
         self.register_buffer("bank", torch.empty(0, proj_dim))  # K×proj_dim teacher nodes
         self.register_buffer("words", torch.empty(0), persistent=False)  # K×D_w frozen class vectors
-        self.train_attack = attack.pgd(self.threat, loss="kl")
+        self.train_attack = attack.pgd(self.attack_threat, loss="kl")
 
     def build_parts(self, model, dataset) -> None:
         """Load the class word vectors and build the heads and the bank for the model's feature width.

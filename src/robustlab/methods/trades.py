@@ -29,7 +29,7 @@ class TRADES(Method):
     def __init__(self, threat, beta: float = 6.0, *, attack: TrainAttack):
         super().__init__(threat)
         self.beta = beta
-        self.train_attack = attack.pgd(self.threat, loss="kl")
+        self.train_attack = attack.pgd(self.attack_threat, loss="kl")
 
     def loss(self, model, x, y, ctx):
         x_adv = self.adversarial(model, x, y, ctx)

@@ -113,7 +113,9 @@ class WorstCaseMIMax(MIMax):
         super().__init__(threat, bound, dv_variant, ma_rate, critic, critic_options)
         if attack.steps < 1:
             raise RobustlabError(f"wcmi: attack_steps={attack.steps!r}; allowed: >= 1.")
-        self.attack = replace(attack, step=float(attack.step) if attack.step is not None else self.threat.eps / 4)
+        self.attack = replace(
+            attack, step=float(attack.step) if attack.step is not None else self.attack_threat.eps / 4
+        )
 
     def describe(self) -> str:
         return (

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import RobustlabError
 from ..registry import import_submodules
-from .base import GlobalPool, ImageClassifier, Normalize, eval_mode
+from .base import ContractModel, GlobalPool, ImageClassifier, Normalize, eval_mode
 from .registry import MODELS
 
 import_submodules(__name__, __path__)  # every module registers itself
@@ -54,4 +54,4 @@ def names() -> list[str]:
     return MODELS.names()
 
 
-__all__ = ["GlobalPool", "ImageClassifier", "Normalize", "create", "eval_mode", "for_dataset", "names"]
+__all__ = ["ContractModel", "GlobalPool", "ImageClassifier", "Normalize", "create", "eval_mode", "for_dataset", "names"]

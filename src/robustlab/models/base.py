@@ -21,9 +21,17 @@ from torch import nn
 
 from ..errors import RobustlabError
 
+# What code that calls the model contract (forward_features / forward_head / forward_map) is typed with: an
+# ImageClassifier, the distributed proxy of one, or an outside model kept to the contract. It is `Any` because
+# torch types a module's attributes as `Tensor | Module`, so the contract's methods cannot be checked statically.
+ContractModel = Any
+
 
 class Normalize(nn.Module):
     """(x - mean) / std per channel, with mean/std as non-trainable buffers."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
         super().__init__()
@@ -47,6 +55,10 @@ class ImageClassifier(nn.Module):
     """
 
     has_spatial_map = True
+    normalize: Normalize
+    body: nn.Module
+    neck: nn.Module
+    head: nn.Linear
 
     def __init__(
         self,

@@ -53,7 +53,7 @@ class EncoderClassifier(ImageClassifier):
             self.train(self.training)
 
     def encoder_parts(self) -> list[nn.Module]:
-        return [self.normalize, self.body, self.neck.encoder]
+        return [self.normalize, self.body, self.neck.get_submodule("encoder")]
 
     def train(self, mode: bool = True) -> EncoderClassifier:
         super().train(mode)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..registry import Registry
 from .base import ImageClassifier
 
-MODELS: Registry[ImageClassifier] = Registry("model")
+MODELS: Registry[Callable[..., ImageClassifier]] = Registry("model")

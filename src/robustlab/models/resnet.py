@@ -11,6 +11,7 @@ weight 1 and bias 0; nn.Linear layers keep PyTorch's default initialisation.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TypeVar
 
 from torch import Tensor, nn
 
@@ -19,8 +20,10 @@ from ..registry import check_range
 from .base import GlobalPool, ImageClassifier
 from .registry import MODELS
 
+Module = TypeVar("Module", bound=nn.Module)
 
-def kaiming_init(model: nn.Module) -> nn.Module:
+
+def kaiming_init(model: Module) -> Module:
     """Kaiming-normal (fan_out, relu) convs with zero bias; BatchNorm weight 1, bias 0. Returns `model`."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):

@@ -11,7 +11,7 @@ from .base import GlobalPool, ImageClassifier
 from .registry import MODELS
 from .resnet import kaiming_init
 
-VGG13 = [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
+VGG13: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 
 Variant = Literal["normal", "half_linear", "pure_linear"]
 
@@ -52,7 +52,7 @@ def vgg13(
     layers: list[nn.Module] = []
     cin, size = in_channels, input_size
     for v in VGG13:
-        if v == "M":
+        if isinstance(v, str):  # "M": a pooling step
             if size > 1:
                 layers.append(nn.AvgPool2d(2) if variant == "pure_linear" else nn.MaxPool2d(2))
                 size //= 2

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..data.npz import read_numpy
+from ..data.npz import read_array, read_arrays
 from ..errors import RobustlabError
 
 
@@ -24,9 +25,7 @@ def file_class_vectors(path: str | Path, class_names: list[str]) -> np.ndarray:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        arr = read_numpy(path)
-        if not isinstance(arr, np.ndarray):
-            raise RobustlabError(f"{path}: expected a single .npy array; this is an .npz archive (name it .npz).")
+        arr = read_array(path)
         if arr.ndim != 2 or arr.shape[0] != len(class_names):
             raise RobustlabError(
                 f"{path}: expected a {len(class_names)}×D array (one row per class, in the dataset's "
@@ -34,11 +33,7 @@ def file_class_vectors(path: str | Path, class_names: list[str]) -> np.ndarray:
             )
         return arr.astype(np.float32)
     if suffix == ".npz":
-        mapping = read_numpy(path)
-        if isinstance(mapping, np.ndarray):
-            raise RobustlabError(
-                f"{path}: expected an .npz archive of one array per class; this is a single .npy array."
-            )
+        mapping: dict[str, Any] = read_arrays(path)
     elif suffix == ".json":
         try:
             mapping = json.loads(path.read_text())

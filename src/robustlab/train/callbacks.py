@@ -25,7 +25,7 @@ class InitFrom(Callback):
     state. The source (path, epoch, config fingerprint) is recorded in the checkpoint's JSON.
     """
 
-    def __init__(self, run: str, prefixes: list[str] = ("normalize.", "body.", "neck.encoder.")):
+    def __init__(self, run: str, prefixes: tuple[str, ...] = ("normalize.", "body.", "neck.encoder.")):
         self.run, self.prefixes = run, tuple(prefixes)
 
     def source(self, run_dir: Path) -> Path:

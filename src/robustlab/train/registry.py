@@ -6,6 +6,7 @@ above the training layer, so the registry names their package as a plugin and im
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..registry import Registry
@@ -27,4 +28,4 @@ class Callback:
         pass
 
 
-CALLBACKS: Registry[Callback] = Registry("callback", plugins=("robustlab.analysis",))
+CALLBACKS: Registry[Callable[..., Callback]] = Registry("callback", plugins=("robustlab.analysis",))

@@ -61,7 +61,7 @@ def train_run(
         world, dev = World.from_env(device or cfg.device)
     else:
         dev = resolve_device(device or cfg.device)
-    if cfg.train.batch_size < world.size:
+    if (cfg.train.batch_size or 0) < world.size:  # RunConfig fills a missing batch size from the dataset
         raise RobustlabError(
             f"train.batch_size={cfg.train.batch_size} is the global batch and must be at least the number "
             f"of processes ({world.size})."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from ..data.registry import default_batch_size
 from ..distributed import World, ddp_wrap
 from ..errors import RobustlabError, TrainingDiverged
 from ..methods import Method, StepContext
-from ..models import eval_mode
+from ..models import ImageClassifier, eval_mode
 from ..rundir import write_text_atomic
 from ..threat import ThreatModel
 from ..ui import TrainProgress
@@ -42,14 +43,14 @@ class Trainer:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: ImageClassifier,
         method: Method,
         dataset: ImageDataset,
         train_cfg: TrainConfig,
         run_dir: str | Path,
         *,
         threat: ThreatModel | None = None,
-        callbacks: list[Callback] = (),
+        callbacks: Sequence[Callback] = (),
         meta: dict[str, Any] | None = None,
         device: torch.device | str = "cpu",
         quiet: bool = False,
@@ -87,9 +88,10 @@ class Trainer:
         if self.select_by == "robust" and (self.threat is None or self.threat.eps <= 0):
             raise RobustlabError("select.by=robust needs a threat model with eps > 0.")
         # validation PGD accuracy is logged for every run with a threat model (training curves)
-        has_threat = self.threat is not None and self.threat.eps > 0
         self.select_attack = (
-            build_attack(train_cfg.select.attack, self.threat, seed=train_cfg.seed) if has_threat else None
+            build_attack(train_cfg.select.attack, self.threat, seed=train_cfg.seed)
+            if self.threat is not None and self.threat.eps > 0
+            else None
         )
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, Any]] = []
@@ -117,7 +119,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if c.precision == "fp16" else None
         self.memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
         if c.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stub
         if c.compile:
             for part in (self.model.body, self.model.neck, self.model.head):
                 part.compile()

@@ -16,6 +16,7 @@ and nearest-neighbour ×2 up-sampling followed by a conv.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -166,7 +167,7 @@ def _level(cin: int, cout: int, n_blocks: int, attention: bool, a: VQArch) -> nn
     return level
 
 
-def _run_level(level: nn.Module, h: torch.Tensor) -> torch.Tensor:
+def _run_level(level: Any, h: torch.Tensor) -> torch.Tensor:  # Any: the level's parts are set as attributes
     for j, block in enumerate(level.block):
         h = block(h)
         if len(level.attn):
@@ -185,7 +186,7 @@ def _middle(channels: int, a: VQArch) -> nn.Module:
     return mid
 
 
-def _run_middle(mid: nn.Module, h: torch.Tensor) -> torch.Tensor:
+def _run_middle(mid: Any, h: torch.Tensor) -> torch.Tensor:
     return mid.block_2(mid.attn_1(mid.block_1(h)))
 
 
