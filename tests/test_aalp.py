@@ -1,4 +1,4 @@
-"""AALP (paper 002): Guided Dropout, adaptive sample weighting, the variants, and the Table-3 options."""
+"""AALP (Wu et al., arXiv 2005.11904): Guided Dropout, adaptive sample weighting, the variants, and the Table-3 options."""
 
 from __future__ import annotations
 

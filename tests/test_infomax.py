@@ -1,4 +1,4 @@
-"""MI bounds, estimators and worst-case MI (Zhu et al., paper 001) on cases with known answers."""
+"""MI bounds, estimators and worst-case MI (Zhu et al., arXiv 2002.11798) on cases with known answers."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def test_worst_case_mi_below_normal_and_rv_nonnegative(digits_and_model):
 
 def test_robust_accuracy_bound():
     assert robust_accuracy_bound(0.0, 10) == pytest.approx(math.log(2) / math.log(10))
-    # algorithms.md §1.2's sanity check: ~75% on CIFAR-10 <=> I_eps ≈ 0.75 ln 10 − ln 2
+    # the paper's ~75% for ResNet-18's logit layer on CIFAR-10 ([Zhu20]) <=> I_eps ≈ 0.75 ln 10 − ln 2
     assert robust_accuracy_bound(0.75 * math.log(10) - math.log(2), 10) == pytest.approx(0.75)
     assert robust_accuracy_bound(10.0, 10) == 1.0
     # MI is never negative: an estimate below 0 (estimator noise) gives the bound at MI = 0, log 2 / log K
