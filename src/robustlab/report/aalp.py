@@ -208,7 +208,7 @@ def _table3(cast: Cast, claims: list[str]) -> list[str]:
         out.append(row(f"{base.label} → {gd.label}", *cells, " / ".join(f"{v:+.2f}" for v in gains)))
         if roles[0] == "pgd_at":
             parts = [f"{c} {_diff(base, gd, c)}" for c in cols]
-            claims.append(f"**Guided Dropout helps adversarial training** (paper, SVHN ADV → ADV+gd: "
+            claims.append("**Guided Dropout helps adversarial training** (paper, SVHN ADV → ADV+gd: "
                           + ", ".join(f"{name} {v:+.2f}" for name, v in zip(("clean", "PGD-10", "CW-10"), gains))
                           + f"). Ours ({base.label} → {gd.label}): {'; '.join(parts)}.")
     return out + [""]

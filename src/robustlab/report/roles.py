@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import StudyConfig
 from ..errors import RobustlabError
+from .markdown import ticked
 from .registry import SECTIONS
 
 if TYPE_CHECKING:
@@ -78,9 +79,7 @@ class Cast:
         """A paragraph naming the roles no run plays (none when every role is played)."""
         if not self.missing:
             return []
-        groups = ", ".join(f"`{g}`" for g in self.groups)
-        roles = ", ".join(f"`{r}`" for r in self.missing)
         them = "them" if len(self.missing) > 1 else "it"
-        return [f"Roles not played in this study: {roles} (no run of group{'s' * (len(self.groups) > 1)} {groups} has "
-                f"{them}); the rows and claims that need {them} are left out. A study config gives a run its role "
-                "with `role:`.", ""]
+        return [f"Roles not played in this study: {ticked(self.missing)} (no run of "
+                f"group{'s' * (len(self.groups) > 1)} {ticked(self.groups)} has {them}); the rows and claims that need "
+                f"{them} are left out. A study config gives a run its role with `role:`.", ""]
