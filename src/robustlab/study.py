@@ -206,7 +206,7 @@ def run_study(config: str | Path | None = None, *, overrides: list[str] = (), ou
     data_root = data_root or study.data_root
     runs = study_runs(study)
     roles = study_roles(study)
-    check_roles(study, runs, roles)  # every run's role, --only or not: a typo fails before any training
+    check_roles(study, roles)  # every run's role, --only or not: a typo fails before any training
     if only:
         unknown = sorted(set(only) - {label for label, _, _ in runs})
         if unknown:

@@ -4,8 +4,8 @@ A study config gives a run `role: NAME` next to its `label` and `group`. A secti
 by (group, role), never by label or method, so renaming a run keeps its rows, and a role no run plays is
 named in the report instead of silently leaving rows out. A section declares the roles it reads with
 `reads_roles` and takes the groups it reads them from as its `groups` option; `check_roles` rejects, before
-any training, a role that no section of the study reads from the run's group (a typo would otherwise only
-show as a missing role in the report).
+any training, a role that no section reads (a typo would otherwise only show as a missing role in the
+report).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..config import StudyConfig
 from ..errors import RobustlabError
@@ -41,27 +41,15 @@ def section_roles(name: str) -> dict[str, str]:
     return getattr(SECTIONS.get(name), "roles", {})
 
 
-def section_groups(name: str, options: dict[str, Any]) -> tuple[str, ...]:
-    """The groups a section reads its roles from: its `groups` option, else the option's default."""
-    default = inspect.signature(SECTIONS.get(name)).parameters["groups"].default
-    return tuple(options.get("groups", default))
-
-
-def check_roles(study: StudyConfig, runs: list[tuple[str, str, Any]], roles: dict[str, str]) -> None:
-    """Raise a RobustlabError for a run whose role no section of the study reads from the run's group."""
-    readers = []  # (section name, its groups, its roles)
-    for spec in study.sections:
-        name, options = (spec, {}) if isinstance(spec, str) else (spec["name"], spec)
-        if section_roles(name):
-            readers.append((name, section_groups(name, options), section_roles(name)))
-    for label, group, _ in runs:
-        role = roles.get(label)
-        if role is None or any(group in groups and role in read for _, groups, read in readers):
-            continue
-        there = "; ".join(f"{name} reads {', '.join(read)}" for name, groups, read in readers if group in groups)
-        raise RobustlabError(f"study {study.name!r}: run {label!r} (group {group!r}) has role {role!r}, which no "
-                             f"section of the study reads from group {group!r}; "
-                             + (there or "no section reads roles from that group") + ".")
+def check_roles(study: StudyConfig, roles: dict[str, str]) -> None:
+    """Raise a RobustlabError for a run ({label: role}) whose role no report section reads (a misspelt role).
+    Every registered section counts, not only the study's: `--set sections=[robustness]` keeps roles valid."""
+    readers = {name: section_roles(name) for name in SECTIONS.names() if section_roles(name)}
+    for label, role in roles.items():
+        if not any(role in read for read in readers.values()):
+            known = "; ".join(f"{name}: {', '.join(read)}" for name, read in readers.items())
+            raise RobustlabError(f"study {study.name!r}: run {label!r} has role {role!r}, which no report section "
+                                 f"reads. The roles the sections read: {known}.")
 
 
 @dataclass
