@@ -426,15 +426,21 @@ def _study_entries(study: StudyConfig) -> list[tuple[str, str, str | None, dict[
         group = str(run.pop("group", "main"))
         role = run.pop("role", None)
         if label in labels:
-            raise RobustlabError(f"study {study.name!r}: two runs are labelled {label!r}; give each run a unique `label`.")
+            raise RobustlabError(
+                f"study {study.name!r}: two runs are labelled {label!r}; give each run a unique `label`."
+            )
         labels.add(label)
         if role is not None:
             if not isinstance(role, str) or not role.isidentifier():
-                raise RobustlabError(f"study {study.name!r} run {label!r}: role={role!r}; allowed: a name such as "
-                                     "`pgd_at` (letters, digits, underscores).")
+                raise RobustlabError(
+                    f"study {study.name!r} run {label!r}: role={role!r}; allowed: a name such as "
+                    "`pgd_at` (letters, digits, underscores)."
+                )
             if (group, role) in cast:
-                raise RobustlabError(f"study {study.name!r}: runs {cast[group, role]!r} and {label!r} of group {group!r} "
-                                     f"both have role {role!r}; a role names one run per group.")
+                raise RobustlabError(
+                    f"study {study.name!r}: runs {cast[group, role]!r} and {label!r} of group {group!r} both have "
+                    f"role {role!r}; a role names one run per group."
+                )
             cast[group, role] = label
         out.append((label, group, role, run))
     return out

@@ -118,8 +118,15 @@ class StudyContext:
         key = f"{name}_" + hashlib.sha256(json_key(options).encode()).hexdigest()[:10]
 
         def compute() -> dict[str, Any]:
-            actx = AnalysisContext(self.model(record), self.dataset(record), record.config.threat_model, record.run_dir,
-                                   record.meta, self.device, quiet=self.quiet)
+            actx = AnalysisContext(
+                self.model(record),
+                self.dataset(record),
+                record.config.threat_model,
+                record.run_dir,
+                record.meta,
+                self.device,
+                quiet=self.quiet,
+            )
             return ANALYSES.create(name, actx, **options)
 
         return self.cached(record, key, compute)

@@ -48,8 +48,10 @@ def check_roles(study: StudyConfig, roles: dict[str, str]) -> None:
     for label, role in roles.items():
         if not any(role in read for read in readers.values()):
             known = "; ".join(f"{name}: {', '.join(read)}" for name, read in readers.items())
-            raise RobustlabError(f"study {study.name!r}: run {label!r} has role {role!r}, which no report section "
-                                 f"reads. The roles the sections read: {known}.")
+            raise RobustlabError(
+                f"study {study.name!r}: run {label!r} has role {role!r}, which no report section "
+                f"reads. The roles the sections read: {known}."
+            )
 
 
 @dataclass
@@ -68,6 +70,9 @@ class Cast:
         if not self.missing:
             return []
         them = "them" if len(self.missing) > 1 else "it"
-        return [f"Roles not played in this study: {ticked(self.missing)} (no run of "
-                f"group{'s' * (len(self.groups) > 1)} {ticked(self.groups)} has {them}); the rows and claims that need "
-                f"{them} are left out. A study config gives a run its role with `role:`.", ""]
+        return [
+            f"Roles not played in this study: {ticked(self.missing)} (no run of "
+            f"group{'s' * (len(self.groups) > 1)} {ticked(self.groups)} has {them}); the rows and claims that need "
+            f"{them} are left out. A study config gives a run its role with `role:`.",
+            "",
+        ]

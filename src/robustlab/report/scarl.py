@@ -45,8 +45,15 @@ def _cca_figure(cca: dict[str, dict[str, Any]], path) -> None:
         vals = [cca[m][setting]["first"] for m in labels]
         bars = ax.bar(x + (i - 0.5) * 0.38, vals, 0.38, label=setting, color=plots.COLORS[i])
         ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
-        ax.hlines([cca[m][setting]["control_first"] for m in labels], x + (i - 1) * 0.38, x + i * 0.38, colors="k",
-                  linestyles=":", lw=1.5, label="random class vectors (control)" if i else None)
+        ax.hlines(
+            [cca[m][setting]["control_first"] for m in labels],
+            x + (i - 1) * 0.38,
+            x + i * 0.38,
+            colors="k",
+            linestyles=":",
+            lw=1.5,
+            label="random class vectors (control)" if i else None,
+        )
     ax.set_xticks(x, labels)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("first canonical correlation")
@@ -55,8 +62,15 @@ def _cca_figure(cca: dict[str, dict[str, Any]], path) -> None:
     for i, m in enumerate(labels):
         for setting, style in (("natural", "-"), ("adversarial", "--")):
             r = cca[m][setting]["correlations"]
-            ax2.plot(range(1, len(r) + 1), r, style, marker="o", ms=3, color=plots.COLORS[i % 10],
-                     label=m if setting == "natural" else None)
+            ax2.plot(
+                range(1, len(r) + 1),
+                r,
+                style,
+                marker="o",
+                ms=3,
+                color=plots.COLORS[i % 10],
+                label=m if setting == "natural" else None,
+            )
     ax2.set_xlabel("canonical component (solid: natural, dashed: adversarial)")
     ax2.set_ylabel("canonical correlation")
     ax2.set_ylim(0, 1.05)
@@ -69,41 +83,84 @@ def _cca_figure(cca: dict[str, dict[str, Any]], path) -> None:
 
 @SECTIONS.register("scarl")
 @reads_roles(ROLES)
-def scarl_section(ctx: StudyContext, groups: tuple[str, ...] = ("main", "scarl"), vectors: str | None = None,
-                  n: int | None = None, dim: int = 5, reg: float = 0.0, attack: str = "pgd-20") -> str:
+def scarl_section(
+    ctx: StudyContext,
+    groups: tuple[str, ...] = ("main", "scarl"),
+    vectors: str | None = None,
+    n: int | None = None,
+    dim: int = 5,
+    reg: float = 0.0,
+    attack: str = "pgd-20",
+) -> str:
     """SCARL's robustness rows, CCA (natural vs adversarial) and class-similarity heatmaps for the runs of
     ROLES in `groups` (a role no run plays is named and skipped). `vectors` defaults to the scarl run's
     word vectors; `n`, the images of the CCA, to the paper's number of image-word pairs."""
     cast = ctx.cast(groups, ROLES)
-    lines = ["## SCARL: semantic word vectors and robustness (ICLR 2023 submission, OpenReview SWUGykek_T)", "",
-             *cast.note()]
+    lines = [
+        "## SCARL: semantic word vectors and robustness (ICLR 2023 submission, OpenReview SWUGykek_T)",
+        "",
+        *cast.note(),
+    ]
     records = [r for r in cast.runs.values() if r.eval is not None]
     if not records:
         return "\n".join(lines)
     scarl = cast.get("scarl")
     spec = vectors or (run_vectors(scarl.meta) if scarl else "minilm")
     threat = records[0].eval.threat
-    lines += [f"Runs {', '.join(r.label for r in records)}; word vectors `{spec}`. The paper reports no numbers we "
-              "could retrieve, so there is no target to match; we test its qualitative claims.", "",
-              "### Robustness", "", f"Accuracy (%) on the {records[0].config.eval.split} split under {threat}.", "",
-              markdown_table({r.label: r.eval for r in records})]
+    lines += [
+        f"Runs {', '.join(r.label for r in records)}; word vectors `{spec}`. The paper reports no numbers we "
+        "could retrieve, so there is no target to match; we test its qualitative claims.",
+        "",
+        "### Robustness",
+        "",
+        f"Accuracy (%) on the {records[0].config.eval.split} split under {threat}.",
+        "",
+        markdown_table({r.label: r.eval for r in records}),
+    ]
     worst = {r.label: r.eval.worst_case for r in records}
     trades = cast.get("trades")
     if scarl is not None and trades is not None:
         diff = 100 * (scarl.eval.worst_case - trades.eval.worst_case)
         clean_diff = 100 * (scarl.eval.clean - trades.eval.clean)
-        lines += [f"SCARL vs TRADES (same KL attack in training): worst-case accuracy {diff:+.2f} points, clean "
-                  f"{clean_diff:+.2f} points. One run per method: a difference smaller than the run-to-run spread is "
-                  "no evidence either way (docs/scarl.md gives the spread we measured on digits).", ""]
+        lines += [
+            f"SCARL vs TRADES (same KL attack in training): worst-case accuracy {diff:+.2f} points, clean "
+            f"{clean_diff:+.2f} points. One run per method: a difference smaller than the run-to-run spread is "
+            "no evidence either way (docs/scarl.md gives the spread we measured on digits).",
+            "",
+        ]
 
-    opts = {"vectors": spec, "n": paper_numbers("scarl_cca")["pairs"] if n is None else n, "dim": dim, "reg": reg,
-            "attack": attack}
+    opts = {
+        "vectors": spec,
+        "n": paper_numbers("scarl_cca")["pairs"] if n is None else n,
+        "dim": dim,
+        "reg": reg,
+        "attack": attack,
+    }
     cca = {r.label: ctx.analysis(r, "cca", figure=False, **opts) for r in records}
     settings = ("natural", "adversarial")
-    lines += ["### CCA of visual features and class word vectors (Fig. 1)", "",
-              _cca_setup(next(iter(cca.values())), attack, threat, dim, reg), "",
-              *header(["run", "worst-case acc (eval)", "natural r₁", "r₂", "r₃", "ctrl", "acc", "adversarial r₁", "r₂",
-                       "r₃", "ctrl", "acc"], "l" + "r" * 11)]
+    lines += [
+        "### CCA of visual features and class word vectors (Fig. 1)",
+        "",
+        _cca_setup(next(iter(cca.values())), attack, threat, dim, reg),
+        "",
+        *header(
+            [
+                "run",
+                "worst-case acc (eval)",
+                "natural r₁",
+                "r₂",
+                "r₃",
+                "ctrl",
+                "acc",
+                "adversarial r₁",
+                "r₂",
+                "r₃",
+                "ctrl",
+                "acc",
+            ],
+            "l" + "r" * 11,
+        ),
+    ]
     for label, c in cca.items():
         cells = []
         for setting in settings:
@@ -118,14 +175,24 @@ def scarl_section(ctx: StudyContext, groups: tuple[str, ...] = ("main", "scarl")
     words = np.array(next(iter(sims.values()))["words"])
     path, rel = ctx.figure("scarl_similarity.png")
     panels = {f"{label} (ρ={s['spearman']:.2f})": np.array(s["model"]) for label, s in sims.items()}
-    heatmaps({**panels, f"word vectors ({spec})": words}, ctx.dataset(records[0]).class_names, path,
-             title="Class-similarity matrices (inner products of normalised class-mean features; "
-                   "off-diagonal entries, each panel on its own colour scale)")
-    lines += ["### Class-similarity matrices (Fig. 2)", "",
-              "Inner products of the normalised class-mean features on the natural test split, next to the "
-              "word-vector matrix; ρ = Spearman correlation of each model's off-diagonal entries with the word "
-              "vectors'.", "", f"![class-similarity heatmaps]({rel})", "",
-              *header(["run", "worst-case acc", "ρ with word vectors"], "lrr")]
+    heatmaps(
+        {**panels, f"word vectors ({spec})": words},
+        ctx.dataset(records[0]).class_names,
+        path,
+        title="Class-similarity matrices (inner products of normalised class-mean features; "
+        "off-diagonal entries, each panel on its own colour scale)",
+    )
+    lines += [
+        "### Class-similarity matrices (Fig. 2)",
+        "",
+        "Inner products of the normalised class-mean features on the natural test split, next to the "
+        "word-vector matrix; ρ = Spearman correlation of each model's off-diagonal entries with the word "
+        "vectors'.",
+        "",
+        f"![class-similarity heatmaps]({rel})",
+        "",
+        *header(["run", "worst-case acc", "ρ with word vectors"], "lrr"),
+    ]
     lines += [row(label, pct(worst[label]), f"{s['spearman']:.3f}") for label, s in sims.items()]
     lines += ["", _claims(cca, sims, worst, dim, len(words), scarl.label if scarl else None)]
     return "\n".join(lines) + "\n"
@@ -133,15 +200,18 @@ def scarl_section(ctx: StudyContext, groups: tuple[str, ...] = ("main", "scarl")
 
 def _cca_setup(first: dict[str, Any], attack: str, threat: str, dim: int, reg: float) -> str:
     """How the CCA table was made, beside the paper's number of image-word pairs."""
-    return (f"{first['n']} seeded {first['split']} images (the paper uses {paper_numbers('scarl_cca')['pairs']}; "
-            f"fewer when the split is smaller), natural and after {attack} at {threat}; both views PCA-reduced to "
-            f"{dim} components" + (f", ridge {reg}" if reg else "") + ". r₁, r₂, r₃: the first canonical "
-            "correlations; ctrl: r₁ with random Gaussian class vectors instead of word vectors (mean of 5 draws: "
-            "labels without semantics); acc: the model's accuracy on those images.")
+    return (
+        f"{first['n']} seeded {first['split']} images (the paper uses {paper_numbers('scarl_cca')['pairs']}; "
+        f"fewer when the split is smaller), natural and after {attack} at {threat}; both views PCA-reduced to "
+        f"{dim} components" + (f", ridge {reg}" if reg else "") + ". r₁, r₂, r₃: the first canonical "
+        "correlations; ctrl: r₁ with random Gaussian class vectors instead of word vectors (mean of 5 draws: "
+        "labels without semantics); acc: the model's accuracy on those images."
+    )
 
 
-def _claims(cca: dict[str, Any], sims: dict[str, Any], worst: dict[str, float], dim: int, num_classes: int,
-            scarl: str | None) -> str:
+def _claims(
+    cca: dict[str, Any], sims: dict[str, Any], worst: dict[str, float], dim: int, num_classes: int, scarl: str | None
+) -> str:
     """Plain statements of what these runs show about the paper's claims (written from the numbers)."""
     labels = list(cca)
     nat = [cca[m]["natural"]["first"] for m in labels]
@@ -150,14 +220,21 @@ def _claims(cca: dict[str, Any], sims: dict[str, Any], worst: dict[str, float], 
     agree = [sims[m]["spearman"] for m in labels]
     drops = [m for m in labels if cca[m]["adversarial"]["first"] < cca[m]["natural"]["first"]]
     rho_adv, rho_sim = _spearman(rob, adv), _spearman(rob, agree)
-    order = " < ".join(f"{m} {100 * worst[m]:.0f}%/r₁ {cca[m]['adversarial']['first']:.2f}"
-                       for m in sorted(labels, key=worst.get))
-    gap = {s: float(np.mean([cca[m][s]["first"] - cca[m][s]["control_first"] for m in labels]))
-           for s in ("natural", "adversarial")}
+    order = " < ".join(
+        f"{m} {100 * worst[m]:.0f}%/r₁ {cca[m]['adversarial']['first']:.2f}" for m in sorted(labels, key=worst.get)
+    )
+    gap = {
+        s: float(np.mean([cca[m][s]["first"] - cca[m][s]["control_first"] for m in labels]))
+        for s in ("natural", "adversarial")
+    }
     largest_drop = int(np.argmax(np.subtract(nat, adv)))
     most_agreeing = int(np.argmax(agree))
-    degenerate = (f" (With dim = {dim} ≥ K−1 = {num_classes - 1} the word side spans exactly the label indicators, "
-                  "so r₁ cannot depend on the words at all.)" if dim == 0 or dim >= num_classes - 1 else "")
+    degenerate = (
+        f" (With dim = {dim} ≥ K−1 = {num_classes - 1} the word side spans exactly the label indicators, "
+        "so r₁ cannot depend on the words at all.)"
+        if dim == 0 or dim >= num_classes - 1
+        else ""
+    )
     claims = [
         "*An attack destroys the correlation between visual features and word vectors.* The adversarial r₁ is "
         f"below the natural r₁ for {len(drops)} of {len(labels)} models ({', '.join(drops) or 'none'}); the largest "
@@ -172,7 +249,8 @@ def _claims(cca: dict[str, Any], sims: dict[str, Any], worst: dict[str, float], 
         f"ranking; the agreement itself is {_strength(max(agree))} (largest ρ = {max(agree):.2f}, "
         f"{labels[most_agreeing]})."
         + (f" {scarl} is trained towards these vectors, so its agreement is no independent evidence." if scarl else ""),
-        "One seed and a handful of models: these rank correlations are coarse."]
+        "One seed and a handful of models: these rank correlations are coarse.",
+    ]
     return "\n".join(["### What our runs show against the paper's claims", "", *bullets(claims)])
 
 
@@ -180,13 +258,19 @@ def _semantic_gap(gap: dict[str, float]) -> str:
     """What the word-vector r₁ minus the random-vector control says, per setting (natural, adversarial),
     by its sign: more than random (part of the correlation is semantic), less than random, or about the same."""
     if all(abs(g) < GAP_MARGIN for g in gap.values()):
-        return ("Small: most of the correlation reflects how well the features separate the true classes, not what "
-                "the words mean.")
-    words = {1: "the word vectors correlate more than random class vectors, so part of the correlation is semantic",
-             -1: "the word vectors correlate less than random class vectors: no sign of semantics",
-             0: f"the word vectors correlate about as much as random class vectors (within ±{GAP_MARGIN})"}
-    return " ".join(f"{setting.capitalize()} inputs: {words[int(np.sign(g)) if abs(g) >= GAP_MARGIN else 0]}."
-                    for setting, g in gap.items())
+        return (
+            "Small: most of the correlation reflects how well the features separate the true classes, not what "
+            "the words mean."
+        )
+    words = {
+        1: "the word vectors correlate more than random class vectors, so part of the correlation is semantic",
+        -1: "the word vectors correlate less than random class vectors: no sign of semantics",
+        0: f"the word vectors correlate about as much as random class vectors (within ±{GAP_MARGIN})",
+    }
+    return " ".join(
+        f"{setting.capitalize()} inputs: {words[int(np.sign(g)) if abs(g) >= GAP_MARGIN else 0]}."
+        for setting, g in gap.items()
+    )
 
 
 def _rank_verdict(rho: float) -> str:

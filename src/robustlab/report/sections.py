@@ -52,20 +52,34 @@ def robustness(ctx: StudyContext, group: str = "main", title: str = "Robustness 
                 cells.append("–")
         cells.append(", ".join(f["name"] for f in r.eval.flags if f["raised"]) or ("none" if r.eval.flags else "–"))
         table.append(row(r.label, *cells))
-    lines = [f"## {title}", "",
-             f"Accuracy (%) on the {records[0].config.eval.split} split (n = {first.n}) under {first.threat}; "
-             f"iterative attacks use step {first.step:.4g}. Each attack runs on every clean-correct point; "
-             f"*worst case* counts a point as robust only if no attack in the suite fools it."
-             + (AUTOATTACK if has_aa else "") + " *flags* lists the sanity flags raised (see below).", "",
-             "\n".join(table), ""]
+    lines = [
+        f"## {title}",
+        "",
+        f"Accuracy (%) on the {records[0].config.eval.split} split (n = {first.n}) under {first.threat}; "
+        f"iterative attacks use step {first.step:.4g}. Each attack runs on every clean-correct point; "
+        f"*worst case* counts a point as robust only if no attack in the suite fools it."
+        + (AUTOATTACK if has_aa else "")
+        + " *flags* lists the sanity flags raised (see below).",
+        "",
+        "\n".join(table),
+        "",
+    ]
     if subset:
-        lines += ["† AutoAttack ran on the first points of the split only (its n is in the next table, which "
-                  "compares it with the paper protocol on exactly those points).", ""]
+        lines += [
+            "† AutoAttack ran on the first points of the split only (its n is in the next table, which "
+            "compares it with the paper protocol on exactly those points).",
+            "",
+        ]
     key_attacks = [a for p in ("pgd", "cw") if (a := longest(first.suite, p)) is not None]  # they stand for the suite
-    bars = {r.label: {"clean": 100 * r.eval.clean,
-                      **{a: 100 * r.eval.attacks[a] for a in key_attacks if a in r.eval.attacks},
-                      "worst case": 100 * r.eval.worst_case, **autoattack_bars(r.eval, aa[r.label])}
-            for r in records}
+    bars = {
+        r.label: {
+            "clean": 100 * r.eval.clean,
+            **{a: 100 * r.eval.attacks[a] for a in key_attacks if a in r.eval.attacks},
+            "worst case": 100 * r.eval.worst_case,
+            **autoattack_bars(r.eval, aa[r.label]),
+        }
+        for r in records
+    }
     path, rel = ctx.figure(f"robustness_{group}.png")
     plots.grouped_bars(bars, path, title=f"{ctx.study.name}: accuracy under {first.threat}")
     lines += [f"![accuracy per method]({rel})", ""]
@@ -76,8 +90,17 @@ def robustness(ctx: StudyContext, group: str = "main", title: str = "Robustness 
     for r in records:
         m = r.meta.get("metrics", {})
         epoch = f"{r.meta.get('epoch')} ({r.config.train.epochs})"
-        lines.append(row(r.label, r.config.method.name, r.config.model.name, epoch, pct(m.get("val_clean")),
-                         pct(m.get("val_robust")), "reused" if r.reused else f"{r.train_seconds:.0f} s"))
+        lines.append(
+            row(
+                r.label,
+                r.config.method.name,
+                r.config.model.name,
+                epoch,
+                pct(m.get("val_clean")),
+                pct(m.get("val_robust")),
+                "reused" if r.reused else f"{r.train_seconds:.0f} s",
+            )
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -99,8 +122,10 @@ def autoattack_bars(paper: EvalResult, aa: tuple[EvalResult, str] | None) -> dic
     result, label = aa
     if result.n >= paper.n:
         return {"AutoAttack": 100 * result.attacks[label]}
-    return {f"worst case ({result.n} pts)": 100 * paper.robust(result.n).mean(),
-            f"AutoAttack ({result.n} pts)": 100 * result.attacks[label]}
+    return {
+        f"worst case ({result.n} pts)": 100 * paper.robust(result.n).mean(),
+        f"AutoAttack ({result.n} pts)": 100 * result.attacks[label],
+    }
 
 
 def autoattack_table(records, aa) -> str:
@@ -111,12 +136,24 @@ def autoattack_table(records, aa) -> str:
         if aa[r.label]:
             res, label = aa[r.label]
             comps += [c for c in res.stages.get(label, {}) if c not in comps]
-    head = ["n", "paper worst case", "AutoAttack", *(f"after {c}" for c in comps), "AA ≤ paper", "only paper breaks",
-            "AA time"]
-    lines = ["### AutoAttack beside the paper protocol", "",
-             "On the same points: the paper protocol's per-sample worst case, AutoAttack's robust accuracy, the "
-             "accuracy after each AutoAttack component (cumulative), and the number of points the paper protocol "
-             "breaks but AutoAttack does not.", "", *header(["run", *head], "l" + "r" * len(head))]
+    head = [
+        "n",
+        "paper worst case",
+        "AutoAttack",
+        *(f"after {c}" for c in comps),
+        "AA ≤ paper",
+        "only paper breaks",
+        "AA time",
+    ]
+    lines = [
+        "### AutoAttack beside the paper protocol",
+        "",
+        "On the same points: the paper protocol's per-sample worst case, AutoAttack's robust accuracy, the "
+        "accuracy after each AutoAttack component (cumulative), and the number of points the paper protocol "
+        "breaks but AutoAttack does not.",
+        "",
+        *header(["run", *head], "l" + "r" * len(head)),
+    ]
     above = []
     for r in records:
         if not aa[r.label]:
@@ -129,12 +166,25 @@ def autoattack_table(records, aa) -> str:
         if not ok:
             above.append(r.label)
         stage = res.stages.get(label, {})
-        lines.append(row(r.label, n, pct(paper.mean(), 2), pct(ours.mean(), 2), *(pct(stage.get(c), 2) for c in comps),
-                         "yes" if ok else "**no**", int((ours & ~paper).sum()), f"{res.seconds.get(label, 0.0):.1f} s"))
+        lines.append(
+            row(
+                r.label,
+                n,
+                pct(paper.mean(), 2),
+                pct(ours.mean(), 2),
+                *(pct(stage.get(c), 2) for c in comps),
+                "yes" if ok else "**no**",
+                int((ours & ~paper).sum()),
+                f"{res.seconds.get(label, 0.0):.1f} s",
+            )
+        )
     lines.append("")
-    lines.append(f"AutoAttack's robust accuracy is above the paper protocol's worst case for: {', '.join(above)}."
-                 if above else "For every model AutoAttack's robust accuracy is at most the paper protocol's worst "
-                 "case on the same points.")
+    lines.append(
+        f"AutoAttack's robust accuracy is above the paper protocol's worst case for: {', '.join(above)}."
+        if above
+        else "For every model AutoAttack's robust accuracy is at most the paper protocol's worst "
+        "case on the same points."
+    )
     return "\n".join(lines)
 
 
@@ -153,12 +203,17 @@ def flags_text(records) -> str:
         lines.append("No sanity flag was raised for any model.")
 
     def sizes(name: str) -> str:
-        return ", ".join(map(str, sorted({f["n"] for r in records for f in r.eval.flags
-                                          if f["name"] == name and f["checked"]})))
+        return ", ".join(
+            map(str, sorted({f["n"] for r in records for f in r.eval.flags if f["name"] == name and f["checked"]}))
+        )
 
-    lines += ["", "Checked for every model: " + "; ".join(f"{name} (n = {sizes(name)})" for name in checked)
-              + ". The cheap checks use the first points of the split; `single_step` and `square` reuse the suites' "
-              "results (Square from AutoAttack when it ran)."]
+    lines += [
+        "",
+        "Checked for every model: "
+        + "; ".join(f"{name} (n = {sizes(name)})" for name in checked)
+        + ". The cheap checks use the first points of the split; `single_step` and `square` reuse the suites' "
+        "results (Square from AutoAttack when it ran).",
+    ]
     return "\n".join(lines)
 
 
@@ -168,17 +223,25 @@ def training_curves(ctx: StudyContext, group: str = "main") -> str:
     series = {}
     for r in ctx.runs(group):
         h = r.history
-        series[r.label] = {"loss": ([rec["epoch"] for rec in h], [rec.get("train_loss") for rec in h]),
-                           "val_clean": _percent_curve(h, "val_clean"), "val_robust": _percent_curve(h, "val_robust")}
+        series[r.label] = {
+            "loss": ([rec["epoch"] for rec in h], [rec.get("train_loss") for rec in h]),
+            "val_clean": _percent_curve(h, "val_clean"),
+            "val_robust": _percent_curve(h, "val_robust"),
+        }
     if not series:
         return ""
     path, rel = ctx.figure(f"training_curves_{group}.png")
     select = ctx.runs(group)[0].config.train.select.attack
-    plots.curves(series, [("loss", "training loss"), ("val_clean", "val clean acc (%)"),
-                          ("val_robust", f"val {select} acc (%)")], path)
-    return ("## Training curves\n\n"
-            f"Per epoch: the objective's training loss, and clean and {select} accuracy on the validation split "
-            f"(the split used for model selection).\n\n![training curves]({rel})\n")
+    plots.curves(
+        series,
+        [("loss", "training loss"), ("val_clean", "val clean acc (%)"), ("val_robust", f"val {select} acc (%)")],
+        path,
+    )
+    return (
+        "## Training curves\n\n"
+        f"Per epoch: the objective's training loss, and clean and {select} accuracy on the validation split "
+        f"(the split used for model selection).\n\n![training curves]({rel})\n"
+    )
 
 
 def _percent_curve(history: list[dict], key: str) -> tuple[list[int], list[float]]:
