@@ -16,7 +16,7 @@ from robustlab.analysis.consistency import SETS, paired_outputs, set_labels, set
 from robustlab.analysis.contribution import feature_contribution, high_contribution_counts
 from robustlab.analysis.gradcam import active_area, grad_cam
 from robustlab.attacks import PGD
-from robustlab.config import load_study, study_runs
+from robustlab.config import load_study, study_roles, study_runs
 from robustlab.data import ImageDataset, Split
 from robustlab.evaluate import EvalResult
 from robustlab.registry import validate_kwargs
@@ -193,6 +193,16 @@ def tiny_study(tmp_path_factory):
     return report, runs.split(",")
 
 
+def records_of(report: Path, labels: list[str], rename: dict[str, str] | None = None) -> tuple:
+    """(study, RunRecords of `labels` from the tiny study's run directories, each under rename[label] if given)."""
+    study = load_study(report.parent.parent.parent / "tiny.yaml")
+    roles = study_roles(study)
+    records = [RunRecord((rename or {}).get(label, label), group, cfg, report.parent / label,
+                         eval=EvalResult.load(report.parent / label), role=roles.get(label))
+               for label, group, cfg in study_runs(study) if label in labels]
+    return study, records
+
+
 def test_alp_by_set_callback_writes_the_per_epoch_curves(tiny_study):
     report, _ = tiny_study
     for label in ("alp_ref", "aalp"):
@@ -219,22 +229,35 @@ def test_aalp_section_tables_figures_and_claims(tiny_study):
 
 def test_aalp_section_shows_autoattack_when_the_evaluation_has_it(tiny_study):
     report, labels = tiny_study
-    study = load_study(report.parent.parent.parent / "tiny.yaml")
-    records = []
-    for label, group, cfg in study_runs(study):
-        if label in labels:
-            r = RunRecord(label, group, cfg, report.parent / label, eval=EvalResult.load(report.parent / label))
-            robust = np.zeros(10, dtype=bool)
-            robust[: 3 if label == "aalp" else 1] = True
-            r.extra["autoattack"] = EvalResult(threat=r.eval.threat, suite=["autoattack"], n=10, clean=1.0,
-                                               attacks={"autoattack": robust.mean()}, worst_case=robust.mean(), step=0.05,
-                                               per_sample={"clean": np.ones(10, dtype=bool), "autoattack": robust})
-            records.append(r)
+    study, records = records_of(report, labels)
+    for r in records:
+        robust = np.zeros(10, dtype=bool)
+        robust[: 3 if r.label == "aalp" else 1] = True
+        r.extra["autoattack"] = EvalResult(threat=r.eval.threat, suite=["autoattack"], n=10, clean=1.0,
+                                           attacks={"autoattack": robust.mean()}, worst_case=robust.mean(), step=0.05,
+                                           per_sample={"clean": np.ones(10, dtype=bool), "autoattack": robust})
     ctx = StudyContext(study, report.parent, records, torch.device("cpu"), quiet=True)
     text = SECTIONS.create("aalp", ctx)
     assert "| run | n | paper worst case | AutoAttack |" in text
     assert "AutoAttack: not available" not in text
     assert "AutoAttack (first 10 test points): ALP 10.0%, AALP 30.0%, +20.0" in text
+
+
+def test_aalp_section_reads_runs_by_role_so_renaming_keeps_its_rows(tiny_study):
+    """The same runs under other labels give the same section, row for row, under the new labels; the role
+    no run plays (trades) is named."""
+    report, labels = tiny_study
+    rename = {label: f"zz{i}" for i, label in enumerate(labels)}
+    texts = []
+    for names in (None, rename):
+        study, records = records_of(report, labels, names)
+        texts.append(SECTIONS.create("aalp", StudyContext(study, report.parent, records, torch.device("cpu"), quiet=True)))
+    renamed = texts[1]
+    for label, new in sorted(rename.items(), key=lambda kv: -len(kv[1])):  # zz10 before zz1
+        renamed = renamed.replace(new, label)
+    assert renamed == texts[0]
+    assert "| zz4 | " in texts[1] and "| zz2 → zz3 |" in texts[1] and "| pgd_at_ref → pgd_at_gd |" in texts[0]
+    assert "Roles not played in this study: `trades` (no run of group `aalp` has it)" in texts[0]
 
 
 def test_alp_by_set_callback_continues_after_a_resume(tmp_path):

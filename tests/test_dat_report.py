@@ -16,8 +16,8 @@ def test_dat_section_in_a_tiny_study(tmp_path):
         "name": "tiny", "dataset": "digits", "model": {"name": "small_cnn", "width": 4, "hidden": 16}, "threat": "linf:0.2",
         "train": {"epochs": 1, "batch_size": 128, "select": {"by": "clean", "max_samples": 40}},
         "eval": {"suite": ["fgsm", "pgd-5"], "max_samples": 60},
-        "runs": [{"method": "standard"},
-                 {"label": "dat", "group": "dat", "method": {"name": "dat", "vq": {"ch": 4, "z_channels": 4, "num_groups": 2,
+        "runs": [{"method": "standard", "role": "standard"},
+                 {"label": "dat", "group": "dat", "role": "dat", "method": {"name": "dat", "vq": {"ch": 4, "z_channels": 4, "num_groups": 2,
                                                                                   "codebook_size": 16, "code_dim": 2, "epochs": 1}}}],
         "sections": ["dat"],
     }
@@ -31,6 +31,28 @@ def test_dat_section_in_a_tiny_study(tmp_path):
         assert (figures / name).stat().st_size > 1000
     cached = tmp_path / "runs" / "tiny" / "standard" / "analysis" / "corruption.json"
     assert cached.exists() and '"n": 60' in cached.read_text()
+    # the section finds its runs by role: the same runs under other labels give the same section
+    out = tmp_path / "runs" / "tiny"
+    section = _section_under_labels(path, out, {"standard": "standard", "dat": "dat"})
+    renamed = _section_under_labels(path, out, {"standard": "zz_base", "dat": "zz_discrete"})
+    assert "| zz_base | standard |" in renamed and "| zz_discrete | dat |" in renamed
+    assert renamed.replace("zz_base", "standard").replace("zz_discrete", "dat") == section
+    assert "Roles not played in this study: `pgd_at` (no run of groups `dat`, `main` has it)" in report
+
+
+def _section_under_labels(config: Path, out_dir: Path, rename: dict[str, str]) -> str:
+    """The dat section rebuilt from the study's run directories, each run under rename[label]."""
+    import torch
+
+    from robustlab.config import load_study, study_roles, study_runs
+    from robustlab.evaluate import EvalResult
+    from robustlab.report import SECTIONS, RunRecord, StudyContext
+
+    study = load_study(config)
+    roles = study_roles(study)
+    records = [RunRecord(rename[label], group, cfg, out_dir / label, eval=EvalResult.load(out_dir / label),
+                         reused=True, role=roles[label]) for label, group, cfg in study_runs(study)]
+    return SECTIONS.create("dat", StudyContext(study, out_dir, records, torch.device("cpu"), quiet=True))
 
 
 def test_vq_train_command(tmp_path, capsys):

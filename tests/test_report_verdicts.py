@@ -132,7 +132,7 @@ def test_shi_smaller_fisher_norm_claim(values, verdict):
     robust = [run(label, outcomes()[0], method=label) for label in ("pgd_at", "trades")]
     fisher = {"standard": {"frobenius": {"mean": 1.0}}, **{r.label: {"frobenius": {"mean": v}} for r, v in zip(robust, values)}}
     claims: list[str] = []
-    shi._fisher_claim([natural, *robust], fisher, claims)
+    shi._fisher_claim(natural, robust, fisher, claims)
     assert verdict in claims[0], claims[0]
 
 

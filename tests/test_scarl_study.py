@@ -33,9 +33,10 @@ def test_scarl_study_and_analyze_offline_with_packaged_encoder(tmp_path, monkeyp
         "threat": "linf:0.2",
         "train": {"epochs": 1, "batch_size": 128, "optimizer": {"name": "sgd", "lr": 0.05}},
         "eval": {"suite": ["fgsm", "pgd-5"], "max_samples": 150},
-        "runs": [{"method": "standard"}, {"method": {"name": "fgsm_at"}, "group": "scarl"},
-                 {"method": {"name": "scarl", "attack_steps": 2}, "group": "scarl"}],
-        "sections": [{"name": "scarl", "models": ["standard", "fgsm_at", "scarl"], "n": 150, "attack": "pgd-5"}],
+        "runs": [{"method": "standard", "role": "standard"},
+                 {"method": {"name": "fgsm_at"}, "group": "scarl", "role": "fgsm_at"},
+                 {"method": {"name": "scarl", "attack_steps": 2}, "group": "scarl", "role": "scarl"}],
+        "sections": [{"name": "scarl", "n": 150, "attack": "pgd-5"}],
     }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -408,20 +408,49 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
 
 def study_runs(study: StudyConfig) -> list[tuple[str, str, RunConfig]]:
     """[(label, group, RunConfig)] with each run merged over the shared base and overrides applied."""
-    out, seen = [], set()
-    for i, run in enumerate(study.runs):
-        run = dict(run)
-        label = str(run.pop("label", "") or _default_label(run, study.base))
-        group = str(run.pop("group", "main"))
+    out = []
+    for i, (label, group, _, run) in enumerate(_study_entries(study)):
         merged = deep_merge(study.base, run)
         for keys, value in getattr(study, "_run_overrides", []):
             set_path(merged, keys, value)
-        if label in seen:
+        out.append((label, group, make_run_config(merged, f"study {study.name!r} run {i} ({label})")))
+    return out
+
+
+def study_roles(study: StudyConfig) -> dict[str, str]:
+    """{label: role} of the runs that declare a `role` (the name report sections find a run by)."""
+    return {label: role for label, _, role, _ in _study_entries(study) if role is not None}
+
+
+def _study_entries(study: StudyConfig) -> list[tuple[str, str, str | None, dict[str, Any]]]:
+    """(label, group, role, the run's own keys) per run. `label`, `group` and `role` are popped here, so
+    they never enter a RunConfig or its fingerprint; a role names at most one run per group."""
+    out: list[tuple[str, str, str | None, dict[str, Any]]] = []
+    labels: set[str] = set()
+    cast: dict[tuple[str, str], str] = {}
+    for run in study.runs:
+        run = dict(run)
+        label = str(run.pop("label", "") or _default_label(run, study.base))
+        group = str(run.pop("group", "main"))
+        role = run.pop("role", None)
+        if label in labels:
             raise RobustlabError(
                 f"study {study.name!r}: two runs are labelled {label!r}; give each run a unique `label`."
             )
-        seen.add(label)
-        out.append((label, group, make_run_config(merged, f"study {study.name!r} run {i} ({label})")))
+        labels.add(label)
+        if role is not None:
+            if not isinstance(role, str) or not role.isidentifier():
+                raise RobustlabError(
+                    f"study {study.name!r} run {label!r}: role={role!r}; allowed: a name such as "
+                    "`pgd_at` (letters, digits, underscores)."
+                )
+            if (group, role) in cast:
+                raise RobustlabError(
+                    f"study {study.name!r}: runs {cast[group, role]!r} and {label!r} of group {group!r} both have "
+                    f"role {role!r}; a role names one run per group."
+                )
+            cast[group, role] = label
+        out.append((label, group, role, run))
     return out
 
 

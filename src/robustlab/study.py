@@ -20,12 +20,13 @@ import torch
 
 from . import __version__
 from . import checkpoint as ckpt
-from .config import RunConfig, StudyConfig, load_study, study_runs
+from .config import RunConfig, StudyConfig, load_study, study_roles, study_runs
 from .distributed import resolve_device
 from .errors import RobustlabError
 from .evaluate import EvalResult, evaluate, flag_lines, resolve_suite
 from .processes import die_with_parent, launch_kwargs
 from .report import SECTIONS, RunRecord, StudyContext
+from .report.roles import check_roles
 from .rundir import LOCK_FILE, locked, write_text_atomic
 from .train import build_run, train_run
 from .ui import console
@@ -302,6 +303,8 @@ def run_study(
     study = load_study(config or DEFAULT_CONFIG, overrides)
     data_root = data_root or study.data_root
     runs = study_runs(study)
+    roles = study_roles(study)
+    check_roles(study, roles)  # every run's role, --only or not: a typo fails before any training
     if only:
         unknown = sorted(set(only) - {label for label, _, _ in runs})
         if unknown:
@@ -339,7 +342,10 @@ def run_study(
         records = []
         for label, group, cfg in runs:
             run_dir = out_dir / label
-            record = RunRecord(label, group, cfg, run_dir, train_seconds=seconds[label], reused=states[label] == "done")
+            record = RunRecord(
+                label, group, cfg, run_dir, train_seconds=seconds[label], reused=states[label] == "done",
+                role=roles.get(label),
+            )
             record.eval = evaluate_run(
                 cfg, run_dir, data_root=data_root, device=dev, quiet=True, dataset=_dataset(cfg, data_root, datasets)
             )

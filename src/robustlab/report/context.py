@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from ..config import RunConfig, StudyConfig
 from ..data import ImageDataset
 from ..evaluate import EvalResult
 from ..rundir import write_text_atomic
+from .roles import Cast
 
 
 @dataclass
@@ -30,6 +31,7 @@ class RunRecord:
     extra: dict[str, EvalResult] = field(default_factory=dict)  # the eval config's extra suites by name
     train_seconds: float = 0.0
     reused: bool = False
+    role: str | None = None  # the study config's `role:` of the run: what report sections find it by
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -67,11 +69,20 @@ class StudyContext:
     def runs(self, group: str | None = "main") -> list[RunRecord]:
         return [r for r in self.records if group is None or r.group == group]
 
-    def run(self, label: str) -> RunRecord:
-        for r in self.records:
-            if r.label == label:
-                return r
-        raise KeyError(label)
+    def by_role(self, group: str, role: str) -> RunRecord | None:
+        """The run of `group` that the study config gives `role` (None when no run has it)."""
+        return next((r for r in self.records if r.group == group and r.role == role), None)
+
+    def cast(self, groups: Sequence[str], roles: Iterable[str]) -> Cast:
+        """The runs playing `roles`, each from the first of `groups` that has a run in that role."""
+        found, missing = {}, []
+        for role in roles:
+            run = next((r for g in groups if (r := self.by_role(g, role)) is not None), None)
+            if run is None:
+                missing.append(role)
+            else:
+                found[role] = run
+        return Cast(tuple(groups), found, missing)
 
     def dataset(self, record: RunRecord) -> ImageDataset:
         from .. import data
@@ -107,8 +118,15 @@ class StudyContext:
         key = f"{name}_" + hashlib.sha256(json_key(options).encode()).hexdigest()[:10]
 
         def compute() -> dict[str, Any]:
-            actx = AnalysisContext(self.model(record), self.dataset(record), record.config.threat_model, record.run_dir,
-                                   record.meta, self.device, quiet=self.quiet)
+            actx = AnalysisContext(
+                self.model(record),
+                self.dataset(record),
+                record.config.threat_model,
+                record.run_dir,
+                record.meta,
+                self.device,
+                quiet=self.quiet,
+            )
             return ANALYSES.create(name, actx, **options)
 
         return self.cached(record, key, compute)

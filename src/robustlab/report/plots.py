@@ -8,14 +8,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from ..analysis.figures import save_figure as save  # noqa: E402  (one figure writer for analyses and reports)
+from ..analysis.figures import save_figure as save  # one figure writer for analyses and reports
 
 COLORS = plt.get_cmap("tab10").colors
-
-
 
 
 def curves(
@@ -43,14 +41,18 @@ def curves(
                 handles.append(hh)
                 labels.append(ll)
     if handles:
-        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), bbox_to_anchor=(0.5, 1.08), frameon=False)
+        fig.legend(
+            handles, labels, loc="upper center", ncol=min(len(labels), 6), bbox_to_anchor=(0.5, 1.08), frameon=False
+        )
     if title:
         fig.suptitle(title, y=1.15)
     fig.tight_layout()
     save(fig, path)
 
 
-def grouped_bars(values: dict[str, dict[str, float]], path: Path, *, ylabel: str = "accuracy (%)", title: str = "") -> None:
+def grouped_bars(
+    values: dict[str, dict[str, float]], path: Path, *, ylabel: str = "accuracy (%)", title: str = ""
+) -> None:
     """Bars grouped by outer key (e.g. method), one bar per inner key (e.g. attack)."""
     groups = list(values)
     keys: list[str] = []
