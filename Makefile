@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup study test test-slow bench clean
+.PHONY: setup study test lint test-slow bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,13 @@ setup: $(STAMP)
 study: $(STAMP)             ## train, evaluate and report the default digits study
 	$(BIN)/robustlab study configs/digits.yaml
 
-test: $(STAMP)              ## the default test suite (slow studies excluded)
+test: lint                  ## lint and types, then the default test suite (slow studies excluded)
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)              ## ruff (lint and format) and mypy over src/
+	$(BIN)/ruff check src
+	$(BIN)/ruff format --check src
+	$(BIN)/mypy
 
 test-slow: $(STAMP)         ## the slow studies and end-to-end reproductions
 	$(BIN)/python -m pytest -m slow

@@ -245,7 +245,7 @@ def test_zhu_section_of_the_digits_study(tmp_path):
 
 @pytest.mark.parametrize("name,shape", [("mnist", (1, 28)), ("fashion_mnist", (1, 28)), ("svhn", (3, 32)), ("cifar10", (3, 32))])
 def test_paper_configs_build(name, shape):
-    from robustlab.config import load_study, study_runs
+    from robustlab.config import load_study, study_roles, study_runs
     from robustlab.data import ImageDataset, Split
     from robustlab.analysis import ANALYSES
     from robustlab.registry import validate_kwargs
@@ -261,4 +261,4 @@ def test_paper_configs_build(name, shape):
         build_run(cfg, dataset=fake)  # every model, method and callback option is valid
     (zhu,) = [spec for spec in study.sections if isinstance(spec, dict) and spec["name"] == "zhu"]
     validate_kwargs("vulnerability", ANALYSES.get("vulnerability"), zhu["rv"], skip=("ctx",))
-    assert set(zhu["rv_runs"]) <= {label for label, _, _ in runs}
+    assert set(zhu["rv_roles"]) <= set(study_roles(study).values())  # every run the RV table reads plays its role

@@ -342,15 +342,22 @@ def run_study(
         records = []
         for label, group, cfg in runs:
             run_dir = out_dir / label
-            record = RunRecord(
-                label, group, cfg, run_dir, train_seconds=seconds[label], reused=states[label] == "done",
-                role=roles.get(label),
-            )
-            record.eval = evaluate_run(
+            primary = evaluate_run(
                 cfg, run_dir, data_root=data_root, device=dev, quiet=True, dataset=_dataset(cfg, data_root, datasets)
             )
-            record.extra = extra_evals(cfg, run_dir)
-            records.append(record)
+            records.append(
+                RunRecord(
+                    label,
+                    group,
+                    cfg,
+                    run_dir,
+                    eval=primary,
+                    extra=extra_evals(cfg, run_dir),
+                    train_seconds=seconds[label],
+                    reused=states[label] == "done",
+                    role=roles.get(label),
+                )
+            )
         body = _sections(study, StudyContext(study, out_dir, records, dev, quiet=quiet, data_root=data_root), quiet)
         total = time.perf_counter() - t_study
         # a study of some runs only (--only) writes its report beside the full one, never over it

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -146,7 +147,7 @@ def _setup(ctx: StudyContext, cast: Cast, groups: tuple[str, ...]) -> list[str]:
         {
             (_component(r.config.model.name, r.config.model.options), r.config.train.epochs, r.config.train.batch_size)
             for r in ctx.records
-            if r.group in groups and r.eval is not None
+            if r.group in groups
         }
     )
     budgets = "; ".join(f"{m}, {e} epochs, batch {b}" for m, e, b in setups)
@@ -184,7 +185,9 @@ def _table2(cast: Cast, table2: list[RunRecord], claims: list[str]) -> list[str]
             *header(["run", "n", "paper worst case", "AutoAttack"], "lrrr"),
         ]
         for r in with_aa:
-            res, label = autoattack_of(r)
+            found = autoattack_of(r)
+            assert found is not None  # with_aa holds the runs that have one
+            res, label = found
             worst = np.logical_and.reduce(list(r.eval.per_sample.values()))[: res.n].mean()
             out.append(row(r.label, res.n, pct(worst), pct(res.attacks[label])))
         out.append("")
@@ -228,7 +231,7 @@ def _paper_aalp_minus_alp() -> str:
 
 
 def _table3(cast: Cast, claims: list[str]) -> list[str]:
-    pairs = [(cast.get(a), cast.get(b), (a, b)) for a, b in TABLE3 if a in cast.runs and b in cast.runs]
+    pairs = [(cast.runs[a], cast.runs[b], (a, b)) for a, b in TABLE3 if a in cast.runs and b in cast.runs]
     if not pairs:
         return []
     suite = pairs[0][0].eval.suite
@@ -345,9 +348,9 @@ def _sets(ctx: StudyContext, cast: Cast, analysis: dict[str, Any], claims: list[
 
 def _alp_by_set(ctx: StudyContext, cast: Cast, claims: list[str]) -> list[str]:
     curves = {}
-    for r in (cast.get("alp"), cast.get("aalp")):
-        path = r.run_dir / "analysis" / "alp_loss_by_set.json" if r is not None else None
-        if path is not None and path.exists():
+    for r in (cast.runs[role] for role in ("alp", "aalp") if role in cast.runs):
+        path = r.run_dir / "analysis" / "alp_loss_by_set.json"
+        if path.exists():
             curves[r.label] = json.loads(path.read_text())
     if not curves:
         return []
@@ -392,7 +395,7 @@ def _contribution(
         adv = adversarial_split(model, clean, analysis["attack"], record.config.threat_model)
         return {"clean": feature_contribution(model, clean).tolist(), "adv": feature_contribution(model, adv).tolist()}
 
-    contrib = {r.label: ctx.cached(r, _key("aalp_contribution", analysis), lambda r=r: compute(r)) for r in records}
+    contrib = {r.label: ctx.cached(r, _key("aalp_contribution", analysis), partial(compute, r)) for r in records}
     out = [
         "### Feature contribution (Figs. 1 and 7) and Grad-CAM (Figs. 2 and 8)",
         "",
@@ -454,12 +457,14 @@ def _contribution(
     from scipy.stats import spearmanr
 
     order = sorted(records, key=lambda r: r.eval.worst_case)
-    parts = []
+    parts: list[str] = []
     for kind in ("clean", "adv"):
-        counts = [rows[r.label][kind][1] for r in order]
-        rho = spearmanr([r.eval.worst_case for r in order], counts).statistic if len(set(counts)) > 1 else float("nan")
+        ordered = [rows[r.label][kind][1] for r in order]
+        rho = (
+            spearmanr([r.eval.worst_case for r in order], ordered).statistic if len(set(ordered)) > 1 else float("nan")
+        )
         parts.append(
-            f"{kind} inputs: units > τ = {', '.join(map(str, counts))} (Spearman ρ with robustness = {rho:+.2f})"
+            f"{kind} inputs: units > τ = {', '.join(map(str, ordered))} (Spearman ρ with robustness = {rho:+.2f})"
         )
     claims.append(
         "**More robust models have fewer high-contribution features** (paper Figs. 1/7). Ours, models "

@@ -27,7 +27,7 @@ class RunRecord:
     group: str
     config: RunConfig
     run_dir: Path
-    eval: EvalResult | None = None
+    eval: EvalResult  # the run's main suite (a study evaluates every run before its report)
     extra: dict[str, EvalResult] = field(default_factory=dict)  # the eval config's extra suites by name
     train_seconds: float = 0.0
     reused: bool = False

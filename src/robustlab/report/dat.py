@@ -131,9 +131,9 @@ def dat_section(ctx: StudyContext, groups: tuple[str, ...] = ("dat", "main"), ex
     cast = ctx.cast(groups, ROLES)
     lines = ["## DAT: discrete adversarial training (Mao et al., NeurIPS 2022)", "", *cast.note()]
     d0 = cast.get("dat")
-    if d0 is None or d0.eval is None:
+    if d0 is None:
         return "\n".join(lines)
-    records = [r for role in ("standard", "pgd_at", "dat") if (r := cast.get(role)) is not None and r.eval is not None]
+    records = [r for role in ("standard", "pgd_at", "dat") if (r := cast.get(role)) is not None]
     results = {r.label: corruption_result(ctx, r) for r in records}
     std = cast.get("standard")
     base = results.get(std.label) if std is not None else None
@@ -181,7 +181,8 @@ def dat_section(ctx: StudyContext, groups: tuple[str, ...] = ("dat", "main"), ex
             fixed(sc["relative_mce"]) if sc else "–",
         ]
         cells += [fixed(100 * r.eval.attacks[strongest])] if strongest else []
-        cells += [fixed(100 * aa[r.label][0].attacks[aa[r.label][1]]) if aa[r.label] else "–" for _ in aa_cols]
+        found = aa[r.label]
+        cells += [fixed(100 * found[0].attacks[found[1]]) if found else "–" for _ in aa_cols]
         cells += [fixed(100 * r.eval.worst_case), "reused" if r.reused else f"{r.train_seconds:.0f} s"]
         lines.append(row(*cells))
     lines.append("")
@@ -227,11 +228,13 @@ def _describe(record: RunRecord) -> str:
 
 def _vq_part(ctx: StudyContext, record: RunRecord, k: int) -> list[str]:
     from .. import methods
+    from ..methods.dat import DAT
 
     vq, meta = _vq_of(record)
     vq = vq.to(ctx.device)
     x, y = _examples(ctx, record, k)
     method = methods.create("dat", threat=record.config.threat_model, **record.config.method.options)
+    assert isinstance(method, DAT) and method.train_attack is not None
     method.use_discretiser(vq)
     model = ctx.model(record)
     gen = torch.Generator(device=ctx.device).manual_seed(0)
@@ -283,10 +286,7 @@ def _vq_part(ctx: StudyContext, record: RunRecord, k: int) -> list[str]:
 
 
 def _claim(cast: Cast, results: dict, scores: dict, n: int, strongest: str | None) -> list[str]:
-    std, dat, at = (
-        r if r is not None and r.eval is not None else None
-        for r in (cast.get("standard"), cast.get("dat"), cast.get("pgd_at"))
-    )
+    std, dat, at = cast.get("standard"), cast.get("dat"), cast.get("pgd_at")
     lines = [
         "**The paper's claim** (Mao et al. 2022): DAT keeps or improves clean accuracy while improving "
         "robustness to common corruptions (ImageNet-C mCE), unlike standard adversarial training, which costs "

@@ -29,7 +29,7 @@ def fixed(v: float | None, digits: int = 1) -> str:
 
 def pct(v: float | None, digits: int = 1) -> str:
     """A fraction as a percentage with `digits` decimals; – when there is no value."""
-    return "–" if missing(v) else f"{100 * v:.{digits}f}"
+    return "–" if v is None or missing(v) else f"{100 * v:.{digits}f}"
 
 
 def ticked(names: Iterable[str]) -> str:

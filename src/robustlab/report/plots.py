@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -13,11 +14,11 @@ import numpy as np
 
 from ..analysis.figures import save_figure as save  # one figure writer for analyses and reports
 
-COLORS = plt.get_cmap("tab10").colors
+COLORS = [plt.get_cmap("tab10")(i) for i in range(10)]
 
 
 def curves(
-    series: dict[str, dict[str, tuple[Sequence[float], Sequence[float]]]],
+    series: Mapping[str, Mapping[str, tuple[Sequence[Any], Sequence[Any]]]],
     panels: Sequence[tuple[str, str]],
     path: Path,
     *,

@@ -101,7 +101,7 @@ def scarl_section(
         "",
         *cast.note(),
     ]
-    records = [r for r in cast.runs.values() if r.eval is not None]
+    records = list(cast.runs.values())
     if not records:
         return "\n".join(lines)
     scarl = cast.get("scarl")
@@ -221,7 +221,8 @@ def _claims(
     drops = [m for m in labels if cca[m]["adversarial"]["first"] < cca[m]["natural"]["first"]]
     rho_adv, rho_sim = _spearman(rob, adv), _spearman(rob, agree)
     order = " < ".join(
-        f"{m} {100 * worst[m]:.0f}%/r₁ {cca[m]['adversarial']['first']:.2f}" for m in sorted(labels, key=worst.get)
+        f"{m} {100 * worst[m]:.0f}%/r₁ {cca[m]['adversarial']['first']:.2f}"
+        for m in sorted(labels, key=worst.__getitem__)
     )
     gap = {
         s: float(np.mean([cca[m][s]["first"] - cca[m][s]["control_first"] for m in labels]))

@@ -6,6 +6,8 @@ the study's `sections:` list picks them in order.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..evaluate import EvalResult
 from . import plots
 from .context import StudyContext
@@ -28,7 +30,7 @@ def autoattack_of(record) -> tuple[EvalResult, str] | None:
 def robustness(ctx: StudyContext, group: str = "main", title: str = "Robustness (paper protocol)") -> str:
     """Rows = runs of `group`, columns = clean, FGSM, PGD-k, CW-k, per-sample worst case, AutoAttack
     (when the eval config has it as an extra suite) and the raised sanity flags."""
-    records = [r for r in ctx.runs(group) if r.eval is not None]
+    records = list(ctx.runs(group))
     if not records:
         return ""
     first = records[0].eval
@@ -44,8 +46,9 @@ def robustness(ctx: StudyContext, group: str = "main", title: str = "Robustness 
         accuracy = r.eval.row()
         cells = [pct(accuracy.get(c), 2) for c in columns]
         if has_aa:
-            if aa[r.label]:
-                res, label = aa[r.label]
+            found = aa[r.label]
+            if found:
+                res, label = found
                 subset |= res.n < r.eval.n
                 cells.append(pct(res.attacks[label], 2) + ("†" if res.n < r.eval.n else ""))
             else:
@@ -220,7 +223,7 @@ def flags_text(records) -> str:
 @SECTIONS.register("training_curves")
 def training_curves(ctx: StudyContext, group: str = "main") -> str:
     """Training loss, validation clean and validation PGD accuracy per epoch, one line per run."""
-    series = {}
+    series: dict[str, dict[str, tuple[list[Any], list[Any]]]] = {}
     for r in ctx.runs(group):
         h = r.history
         series[r.label] = {

@@ -322,8 +322,7 @@ def _fisher_claim(natural: RunRecord | None, robust: list[RunRecord], fisher: di
         f"on {natural.config.dataset.name}: mean ‖F‖_F on the test split at the selected checkpoint is "
         f"{_num(nat)} for `{natural.label}` against " + ", ".join(parts) + "."
     )
-    if natural.eval is not None and all(r.eval for r in robust):
-        claims.append(_clean_cost_claim(natural, robust))
+    claims.append(_clean_cost_claim(natural, robust))
 
 
 def _clean_cost_claim(natural: RunRecord, robust: list[RunRecord]) -> str:
@@ -365,12 +364,15 @@ def _capacity(records: list[RunRecord], fisher: dict, cckl: dict, claims: list[s
         "paper's CIFAR-10 experiment (narrow models, few epochs; see the config's comments); "
         "configs/shi_cifar10.yaml is the full-size one.",
         "",
-        *header(["run", "model", "clean", pgd, cw, "‖F‖_F", "CCKL", "½ΔᵀFΔ", "remainder"], "llrrrrrrr"),
+        *header(
+            ["run", "model", "clean", pgd or "PGD", cw or "CW", "‖F‖_F", "CCKL", "½ΔᵀFΔ", "remainder"], "llrrrrrrr"
+        ),
     ]
     rows = []
     for r in records:
         e, c = r.eval, cckl[r.label]
-        rows.append((r, e.clean, e.attacks.get(pgd, float("nan")), e.attacks.get(cw, float("nan"))))
+        at_pgd, at_cw = (e.attacks.get(name, float("nan")) if name else float("nan") for name in (pgd, cw))
+        rows.append((r, e.clean, at_pgd, at_cw))
         lines.append(
             row(
                 r.label,

@@ -128,7 +128,7 @@ def zhu(
 
 
 def _downstream_table(cast: Cast) -> list[str]:
-    downstream = {role: r for role in DOWNSTREAM if (r := cast.get(role)) is not None and r.eval is not None}
+    downstream = {role: r for role in DOWNSTREAM if (r := cast.get(role)) is not None}
     if not downstream:
         return []
     first = next(iter(downstream.values()))
@@ -155,13 +155,14 @@ def _downstream_table(cast: Cast) -> list[str]:
     ]
 
     def accuracies(r: RunRecord) -> list[str]:
-        return [pct(r.eval.clean), pct(r.eval.attacks.get(pgd)), pct(r.eval.attacks.get(cw)), pct(r.eval.worst_case)]
+        attack = [pct(r.eval.attacks.get(name)) if name else "–" for name in (pgd, cw)]
+        return [pct(r.eval.clean), *attack, pct(r.eval.worst_case)]
 
     for role, r in downstream.items():
         lines.append(
             row(REPS[role.split("_")[0]], f"{_kind(role)} ({r.config.method.name})", f"`{r.label}`", *accuracies(r))
         )
-    end_to_end = [r for role in END_TO_END if (r := cast.get(role)) is not None and r.eval is not None]
+    end_to_end = [r for role in END_TO_END if (r := cast.get(role)) is not None]
     for r in end_to_end:
         lines.append(row("end-to-end supervised", r.config.method.name, f"`{r.label}`", *accuracies(r)))
     lines += [
@@ -180,7 +181,7 @@ def _downstream_table(cast: Cast) -> list[str]:
     robust = [r for role, r in downstream.items() if role.startswith("wcmi") and role.endswith("_at")]
     rob = max(robust, key=lambda r: r.eval.worst_case, default=None)
     e2e = cast.get("e2e_at")
-    if rob is not None and e2e is not None and e2e.eval is not None:
+    if rob is not None and e2e is not None:
         claims.append(_end_to_end_claim(rob, e2e))
     return lines + bullets(claims) + [""]
 
@@ -207,14 +208,12 @@ def _rv_table(ctx: StudyContext, cast: Cast, rv_roles: tuple[str, ...], options:
             trained_on = [
                 d
                 for d_role in DOWNSTREAM
-                if d_role.startswith(ENCODERS[role] + "_")
-                and (d := cast.get(d_role)) is not None
-                and d.eval is not None
+                if d_role.startswith(ENCODERS[role] + "_") and (d := cast.get(d_role)) is not None
             ]
             source, what = max(trained_on, key=lambda d: d.eval.worst_case, default=None), "best downstream"
         else:
             source, what = r, "the model itself"
-        measured = (source.eval.worst_case, source.eval.n) if source is not None and source.eval is not None else None
+        measured = (source.eval.worst_case, source.eval.n) if source is not None else None
         rows.append((r, res, measured, what if measured else ""))
     first = rows[0][1]
     s = first["settings"]
@@ -329,16 +328,8 @@ def _rv_and_bound_notes(rows: list[tuple[str, dict[str, Any], tuple[float, int] 
 
 
 def _saliency(ctx: StudyContext, cast: Cast, n: int) -> list[str]:
-    chosen = {
-        f"{REPS[rep].split(' ')[0]} rep": r
-        for rep in REPS
-        if (r := cast.get(f"{rep}_linear_std")) is not None and r.eval is not None
-    }
-    chosen |= {
-        f"end-to-end {r.config.method.name}": r
-        for role in END_TO_END
-        if (r := cast.get(role)) is not None and r.eval is not None
-    }
+    chosen = {f"{REPS[rep].split(' ')[0]} rep": r for rep in REPS if (r := cast.get(f"{rep}_linear_std")) is not None}
+    chosen |= {f"end-to-end {r.config.method.name}": r for role in END_TO_END if (r := cast.get(role)) is not None}
     if not chosen or n < 1:
         return []
     test = ctx.dataset(next(iter(chosen.values()))).test.head(METRIC_IMAGES).to(ctx.device)
