@@ -20,12 +20,19 @@ import torch
 from PIL import Image
 
 import robustlab.data as data
-from robustlab.data import DATASETS, imagefolder
+from robustlab.data import DATASETS, idx, imagefolder
 from robustlab.data.base import ImageDataset
 from robustlab.data.cifar import safe_unpickle
 from robustlab.errors import RobustlabError
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(autouse=True)
+def no_system_data(tmp_path_factory, monkeypatch):
+    """Keep the files a system package installed (e.g. Debian's dataset-fashion-mnist) out of these tests."""
+    empty = tmp_path_factory.mktemp("no-system-data")
+    monkeypatch.setattr(idx, "SYSTEM_DIRS", {name: (empty, pkg) for name, (_, pkg) in idx.SYSTEM_DIRS.items()})
 
 
 def patterned(n: int, size: int, step: int = 7) -> np.ndarray:
@@ -178,7 +185,10 @@ def test_idx_truncated(tmp_path):
     files = write_mnist(tmp_path)
     p = files["t10k-images-idx3-ubyte"]
     p.write_bytes(p.read_bytes()[:-100])
-    with pytest.raises(RobustlabError, match=r"10×28×28 uint8 values \(7840 bytes of data\).*7740 bytes.*truncated") as err:
+    with pytest.raises(
+        RobustlabError, match=r"10×28×28 uint8 values \(7840 bytes of data\).*7740 bytes.*truncated: the data stops at "
+        r"byte 7756, inside item 10 of 10 \(784 bytes each\)"
+    ) as err:
         data.load("mnist", root=tmp_path)
     assert str(p) in str(err.value)
 
@@ -197,7 +207,7 @@ def test_idx_label_out_of_range(tmp_path):
     train_y = train_y.copy()
     train_y[5] = 12
     files = write_mnist(tmp_path, arrays=(train_x, train_y, test_x, test_y))
-    with pytest.raises(RobustlabError, match="label 12 is out of range; allowed: 0..9") as err:
+    with pytest.raises(RobustlabError, match=r"label 12 at index 5 \(byte 13\) is out of range; allowed: 0..9") as err:
         data.load("mnist", root=tmp_path)
     assert str(files["train-labels-idx1-ubyte"]) in str(err.value)
 

@@ -190,6 +190,18 @@ def carve_validation(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: in
     return Split(x[train], y[train]), Split(x[val], y[val])
 
 
+def per_class_subset(dataset: str, y: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """Indices of `per_class` samples of each class of `y` (all of a smaller class), drawn with `seed`, sorted."""
+    if per_class < 1:
+        raise RobustlabError(f"{dataset}: train_per_class={per_class!r} must be >= 1 (or null for all).")
+    g = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in torch.unique(y):
+        idx = torch.nonzero(y == c).flatten()
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    return torch.cat(keep).sort().values
+
+
 def missing_files_error(dataset: str, expected: list[str], searched: list[Path], hint: str = "") -> RobustlabError:
     """The error for a dataset whose files are not on disk: names the files and the paths searched."""
     where = ", ".join(str(p) for p in searched)
