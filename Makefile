@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup study test lint test-slow bench clean
+.PHONY: setup study study-real test lint test-slow bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ setup: $(STAMP)
 
 study: $(STAMP)             ## train, evaluate and report the default digits study
 	$(BIN)/robustlab study configs/digits.yaml
+
+study-real: $(STAMP)        ## the real-data studies of docs/real_data.md (needs: apt-get install dataset-fashion-mnist)
+	$(BIN)/python -m pip install -q -e ".[data]"
+	$(BIN)/robustlab study configs/fashion_mnist.yaml
+	$(BIN)/robustlab study configs/mnist5k.yaml
 
 test: lint                  ## lint and types, then the default test suite (slow studies excluded)
 	$(BIN)/python -m pytest
