@@ -223,6 +223,7 @@ def test_aalp_section_tables_figures_and_claims(tiny_study):
         assert heading in text
     assert "AutoAttack: not available" in text
     assert "| alp_ref → aalp_gd |" in text and "| pgd_at_ref → pgd_at_gd |" in text
+    assert "| ours (npz) |" in text  # Table 4 analogue: the data set the runs were trained on
     for fig in ("aalp_consistency_scatter", "aalp_alp_loss_by_set", "aalp_contribution_clean", "aalp_contribution_adv", "aalp_gradcam"):
         assert f"figures/{fig}.png" in text and (report.parent / "figures" / f"{fig}.png").stat().st_size > 5000
 

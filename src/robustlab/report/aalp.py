@@ -316,7 +316,10 @@ def _sets(ctx: StudyContext, cast: Cast, analysis: dict[str, Any], claims: list[
         "Table 4 analogue, share of all test points in the Consistent set (%):",
         "",
         *header(["", *results], "l" + "r" * len(results)),
-        row("ours (digits)", *(pct(res["sets"]["consistent"]["proportion"]) for res in results.values())),
+        row(
+            f"ours ({pair[0].config.dataset.name})",
+            *(pct(res["sets"]["consistent"]["proportion"]) for res in results.values()),
+        ),
     ]
     table4 = paper_numbers("aalp_table4")
     if len(results) == 2:
