@@ -31,6 +31,12 @@ def autoattack_plus_suite() -> list[str | dict[str, Any]]:
     return [{"name": "autoattack", "version": "plus"}]
 
 
+@SUITES.register("autoattack-rand")
+def autoattack_rand_suite() -> list[str | dict[str, Any]]:
+    """AutoAttack rand, for randomised models: APGD-CE and APGD-DLR with EOT over 20 passes."""
+    return [{"name": "autoattack", "version": "rand"}]
+
+
 def resolve_suite(suite: str | list[str | dict[str, Any]]) -> list[str | dict[str, Any]]:
     return SUITES.get(suite)() if isinstance(suite, str) else list(suite)
 
