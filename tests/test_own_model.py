@@ -612,3 +612,52 @@ def test_the_factory_file_is_imported_as_written(tmp_path):
     from robustlab.models import build_outside
 
     assert build_outside(f"{tmp_path / 'net.py'}:make")[1].out_features == 7
+
+
+# --- studies: outside models beside trained runs ---------------------------------------------------------------
+
+
+def test_a_study_evaluates_reports_and_analyses_an_outside_model(own, tmp_path):
+    from robustlab.config import load_study, outside_config
+    from robustlab.report import RunRecord, StudyContext
+    from robustlab.study import run_study
+
+    root, model, weights = own
+    cfg = tmp_path / "mixed.yaml"
+    cfg.write_text(textwrap.dedent(f"""
+        name: mixed
+        dataset: digits
+        model: {{name: small_cnn, width: 8, hidden: 32}}
+        threat: linf:0.1
+        train: {{epochs: 1, batch_size: 128}}
+        eval: {{suite: quick, max_samples: 40, flags: {{max_samples: 20}},
+                extra_suites: [{{suite: autoattack, max_samples: 10}}]}}
+        runs:
+          - method: standard
+        outside:
+          - {{label: mine, model: "{root / 'net.py'}:make", weights: "{weights}", mean: [{MEAN}], std: [{STD}],
+              feature_layer: "2"}}
+        sections: [robustness]
+    """))
+    report = run_study(cfg, out_root=tmp_path / "runs", quiet=True)
+    text = report.read_text()
+    assert "| standard |" in text and "| mine | outside |" in text and "outside model" in text
+    mine = EvalResult.load(tmp_path / "runs/mixed/mine")
+    direct = robustlab.evaluate_model(model, *_digits_head(40), "linf:0.1", "quick", mean=[MEAN], std=[STD], flags=False,
+                                      quiet=True)
+    assert mine.row() == direct.row()  # the study evaluated the outside model with its normalisation
+    assert (tmp_path / "runs/mixed/mine/eval_autoattack.json").exists() and mine.flags
+    run_study(cfg, out_root=tmp_path / "runs", quiet=True)  # reused: same weights, same settings
+    study = load_study(cfg)
+    out = study.outside[0]
+    record = RunRecord("mine", "main", outside_config(study, out), tmp_path / "runs/mixed/mine", mine, outside=out)
+    ctx = StudyContext(study, tmp_path / "runs/mixed", [record], torch.device("cpu"), quiet=True)
+    similarity = ctx.analysis(record, "cckl", anchors=8, partners=16, js_rows=40, n=40)
+    assert similarity["n"] == 40 and list((tmp_path / "runs/mixed/mine/analysis").glob("cckl_*.json"))
+
+
+def _digits_head(n):
+    from robustlab import data
+
+    ds = data.load("digits")
+    return ds.test.x[:n], ds.test.y[:n]

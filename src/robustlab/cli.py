@@ -734,6 +734,7 @@ def _registries():
     return [
         ("dataset", data.DATASETS, ("root",)),
         ("model", models.MODELS, shape),
+        ("robustbench architecture", models.ROBUSTBENCH, shape),  # --model robustbench:FAMILY-DEPTH[-WIDTH]
         ("method", methods.METHODS, ("threat",)),
         ("attack", attacks.ATTACKS, ("threat", *attacks.PROGRAMMATIC)),
         ("suite", SUITES, ()),
