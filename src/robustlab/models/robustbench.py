@@ -10,9 +10,10 @@ robustlab from the architecture definitions in RobustBench's repository
   Carmon et al. 2019 (arXiv 1905.13736) and Zhang et al. 2019 (TRADES, arXiv 1901.08573);
 - `dm-wrn-28-10`, `dm-wrn-70-16` (any `dm-wrn-D-W`): `DMWideResNet` with Swish and CIFAR-10 mean/std buffers,
   as in Gowal et al. 2020 (arXiv 2010.03593) and Rebuffi et al. 2021 (arXiv 2103.01946);
-- `preact-resnet-18`: `PreActResNet(PreActBlock, [2, 2, 2, 2])` (Wong et al. 2020, Rice et al. 2020);
-- `dm-preact-resnet-18`: `DMPreActResNet` with Swish and mean/std buffers (Gowal et al. 2021, Rebuffi et al. 2021);
-- `resnet-18`, `resnet-50`: `ResNet` with BasicBlock / Bottleneck (Engstrom et al., the robustness library).
+- `preact-resnet-18`: `PreActResNet(PreActBlock, [2, 2, 2, 2])` (Wong et al. 2020, arXiv 2001.03994; Rice et al.
+  2020, arXiv 2002.11569);
+- `dm-preact-resnet-18`: `DMPreActResNet` with Swish and mean/std buffers (Rebuffi et al. 2021);
+- `resnet-18`, `resnet-50`: `ResNet` with BasicBlock / Bottleneck.
 
 The `dm-` models normalise inside the model (their `mean` / `std` buffers are part of the checkpoint), the
 others expect inputs normalised by the caller (`--mean/--std` when the entry used a normalisation). Every model
