@@ -659,7 +659,9 @@ def test_a_study_evaluates_reports_and_analyses_an_outside_model(own, tmp_path):
                                       quiet=True)
     assert mine.row() == direct.row()  # the study evaluated the outside model with its normalisation
     assert (tmp_path / "runs/mixed/mine/eval_autoattack.json").exists() and mine.flags
+    stamp = (tmp_path / "runs/mixed/mine/eval.json").stat().st_mtime_ns
     run_study(cfg, out_root=tmp_path / "runs", quiet=True)  # reused: same weights, same settings
+    assert (tmp_path / "runs/mixed/mine/eval.json").stat().st_mtime_ns == stamp
     study = load_study(cfg)
     out = study.outside[0]
     record = RunRecord("mine", "main", outside_config(study, out), tmp_path / "runs/mixed/mine", mine, outside=out)
@@ -673,3 +675,17 @@ def _digits_head(n):
 
     ds = data.load("digits")
     return ds.test.x[:n], ds.test.y[:n]
+
+
+def test_an_outside_model_passes_on_the_modules_forward_head():
+    from robustlab.checkpoint import load_outside_model
+
+    torch.manual_seed(0)
+    model = load_outside_model("robustbench:wrn-10-2", num_classes=10, in_channels=3)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.forward_head(model.forward_features(x)), model(x), atol=1e-6)
+    hooked = load_outside_model("robustbench:wrn-10-2", num_classes=10, in_channels=3, feature_layer="block2")
+    assert hooked.forward_features(x).shape == (2, 64 * 16 * 16)  # block2 of a width-2 WRN: 64 channels, 16×16
+    with pytest.raises(RobustlabError, match="no forward_head"):
+        hooked.forward_head(torch.zeros(2, 10))

@@ -563,6 +563,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     device = resolve_device(args.device or "auto")
     if args.model is None:
         _no_outside_options(args, "sweep")
+        if args.threat:
+            raise RobustlabError("sweep: --threat goes with --model; a run's norm and eps come from its checkpoint.")
         if not args.targets:
             raise RobustlabError("sweep: give run directories or checkpoints, and/or --model FILE.py:FACTORY.")
     elif not args.threat:

@@ -22,10 +22,13 @@ def expected_grad(
     passes; the logits are the last pass's (a randomised model's prediction is itself one draw). All detached."""
     check_range("eot_iter", eot_iter, 1)
     x = x.detach().requires_grad_(True)
-    value = grad = torch.zeros(())
+    values, grads = [], []
     for _ in range(eot_iter):
         logits = model(x)
         v = objective(logits)
         (g,) = torch.autograd.grad(v.sum(), x)
-        value, grad = value + v.detach(), grad + g
-    return value / eot_iter, grad / eot_iter, logits.detach()
+        values.append(v.detach())
+        grads.append(g)
+    if eot_iter == 1:  # the common case: no copies
+        return values[0], grads[0], logits.detach()
+    return torch.stack(values).mean(0), torch.stack(grads).mean(0), logits.detach()

@@ -87,6 +87,16 @@ class OutsideModel(nn.Module):
             handle.remove()
         return captured[-1].flatten(1)
 
+    def forward_head(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits from `forward_features`' output: the module's own `forward_head`, when it has one."""
+        own = getattr(self.module, "forward_head", None)
+        if own is None or self.feature_layer is not None:
+            raise RobustlabError(
+                f"{self.name}: no forward_head from its representation to the logits (an analysis that needs one, "
+                "e.g. feature_contribution, works on models with forward_features and forward_head)."
+            )
+        return own(z)
+
 
 def layer_list(module: nn.Module, limit: int = 40) -> str:
     names = [n for n, _ in module.named_modules() if n]
