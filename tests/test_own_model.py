@@ -689,3 +689,9 @@ def test_an_outside_model_passes_on_the_modules_forward_head():
     assert hooked.forward_features(x).shape == (2, 64 * 16 * 16)  # block2 of a width-2 WRN: 64 channels, 16×16
     with pytest.raises(RobustlabError, match="no forward_head"):
         hooked.forward_head(torch.zeros(2, 10))
+
+
+def test_images_the_model_was_not_built_for_are_a_one_line_error(capsys):
+    code = _cli("eval", "--model", "robustbench:wrn-10-1", "--dataset", "digits", "--threat", "linf:0.1")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "fails on images of shape (1, 8, 8)" in err and len(err.splitlines()) == 1

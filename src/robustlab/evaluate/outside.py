@@ -90,6 +90,14 @@ def output_classes(model: nn.Module, x: torch.Tensor) -> int:
     model.eval()
     try:
         logits = model(x)
+    except (RuntimeError, ValueError, TypeError) as e:  # a layer that does not fit the images (size, channels)
+        if isinstance(e, RobustlabError):
+            raise
+        why = " ".join(str(e).split())[:300]
+        raise RobustlabError(
+            f"the model fails on images of shape {tuple(x.shape[1:])} ({type(e).__name__}: {why}); allowed: images "
+            "of the size and channel count it was built for."
+        ) from None
     finally:
         model.train(was)
     if not torch.is_tensor(logits) or logits.dim() != 2:
