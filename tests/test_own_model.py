@@ -695,3 +695,14 @@ def test_images_the_model_was_not_built_for_are_a_one_line_error(capsys):
     code = _cli("eval", "--model", "robustbench:wrn-10-1", "--dataset", "digits", "--threat", "linf:0.1")
     err = capsys.readouterr().err.strip()
     assert code == 2 and "fails on images of shape (1, 8, 8)" in err and len(err.splitlines()) == 1
+
+
+def test_a_study_with_a_missing_outside_weight_file_stops_before_training(tmp_path):
+    from robustlab.study import run_study
+
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("name: s\ndataset: digits\nruns: [{method: standard}]\n"
+                   "outside: [{label: mine, model: 'robustbench:wrn-10-1', weights: nowhere.pt}]\n")
+    with pytest.raises(RobustlabError, match="outside model 'mine': weights file nowhere.pt does not exist"):
+        run_study(cfg, out_root=tmp_path / "runs", quiet=True)
+    assert not (tmp_path / "runs/s/standard/model.safetensors").exists()

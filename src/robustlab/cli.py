@@ -20,6 +20,8 @@ from .rundir import RunLock, write_text_atomic
 if TYPE_CHECKING:
     import torch
 
+    from .data import ImageDataset, Split
+
 EPILOG_TRAIN = """examples:
   robustlab train --dataset digits --model small_cnn --method pgd_at --threat linf:0.2 --epochs 20
   robustlab train --config configs/digits.yaml --run trades --set train.epochs=5
@@ -416,8 +418,8 @@ class Outside:
 
     name: str  # for directories and tables: the factory (my_model-make) or robustbench-NAME
     model: torch.nn.Module
-    dataset: Any  # ImageDataset, or None for --data in eval / sweep
-    split: Any  # the Split to evaluate
+    dataset: ImageDataset | None  # None for --data in eval / sweep (only its test points are read)
+    split: Split  # the points to evaluate
     num_classes: int
 
 
@@ -673,6 +675,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     device = resolve_device(args.device or "auto")
     if args.model:
         outside = _outside_target(args, device, whole_dataset=True)
+        assert outside.dataset is not None  # whole_dataset: --data is read as a dataset too
         out = Path(args.out) if args.out else Path("runs/outside") / outside.name
         ctx = AnalysisContext(
             outside.model,

@@ -334,6 +334,13 @@ def run_study(
         build_run(cfg, dataset=_dataset(cfg, data_root, datasets))
     for spec in study.sections:
         SECTIONS.get(spec if isinstance(spec, str) else str(spec.get("name")))
+    for o in outside:  # the files an outside model needs, before any training
+        file = o.model.rpartition(":")[0]
+        for what, path in (("model", file if not o.model.startswith("robustbench:") else None), ("weights", o.weights)):
+            if path and not Path(path).expanduser().is_file():
+                raise RobustlabError(
+                    f"study {study.name!r} outside model {o.label!r}: {what} file {path} does not exist."
+                )
     dev = resolve_device(device or (runs[0][2].device if runs else "auto"))
     if nproc < 1:
         raise RobustlabError(f"nproc={nproc}; allowed: 1 or more processes per run.")
