@@ -40,9 +40,9 @@ EPILOG_EVAL = """examples:
   robustlab eval runs/digits/pgd_at --suite autoattack   # AutoAttack standard -> eval_autoattack.json
   robustlab eval runs/digits/pgd_at --suite quick --n 200
   robustlab eval runs/digits/pgd_at/model.safetensors --threat linf:0.3 --suite pgd-20,cw-20
-  robustlab eval --model my_model.py:make --weights w.pt --dataset cifar10 --mean 0.49 0.48 0.45 \
+  robustlab eval --model my_model.py:make --weights w.pt --dataset cifar10 --mean 0.49 0.48 0.45 \\
       --std 0.25 0.24 0.26 --threat linf:8/255          # your own model -> runs/outside/my_model-make/
-  robustlab eval --model robustbench:dm-wrn-28-10 --weights Gowal2020.pt --dataset cifar10 \
+  robustlab eval --model robustbench:dm-wrn-28-10 --weights Gowal2020.pt --dataset cifar10 \\
       --threat linf:8/255 --suite autoattack            # a RobustBench checkpoint (docs/own_model.md)
 
 Results go to eval.json in --out; in the run directory (the default) only the run's own suite writes
@@ -54,6 +54,7 @@ masking) are computed at the end and printed with a one-line explanation each.
 EPILOG_SWEEP = """examples:
   robustlab sweep runs/digits/pgd_at runs/digits/standard             # eps = 0.25..2 x the training eps
   robustlab sweep runs/digits/pgd_at --eps 0.05,0.1,0.2,0.3,0.4 --suite autoattack --n 100
+  robustlab sweep runs/c10/pgd_at --model my_model.py:make --weights w.pt --dataset cifar10 --threat linf:8/255
 """
 
 
