@@ -706,3 +706,13 @@ def test_a_study_with_a_missing_outside_weight_file_stops_before_training(tmp_pa
     with pytest.raises(RobustlabError, match="outside model 'mine': weights file nowhere.pt does not exist"):
         run_study(cfg, out_root=tmp_path / "runs", quiet=True)
     assert not (tmp_path / "runs/s/standard/model.safetensors").exists()
+
+
+def test_the_python_example_of_docs_own_model_runs():
+    import re
+
+    text = (Path(__file__).parents[1] / "docs" / "own_model.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    scope: dict = {}
+    exec(compile(code, "docs/own_model.md", "exec"), scope)
+    assert set(scope["res"].row()) == {"clean", "fgsm", "pgd-20", "cw-20", "worst case"}
