@@ -716,3 +716,13 @@ def test_the_python_example_of_docs_own_model_runs():
     scope: dict = {}
     exec(compile(code, "docs/own_model.md", "exec"), scope)
     assert set(scope["res"].row()) == {"clean", "fgsm", "pgd-20", "cw-20", "worst case"}
+
+
+def test_bfloat16_images_are_read_as_float32(own, digits):
+    _, model, _ = own
+    x = digits.test.x[:20]
+    a = robustlab.evaluate_model(model, x.to(torch.bfloat16), digits.test.y[:20], "linf:0.1", ["fgsm"], flags=False,
+                                 quiet=True)
+    b = robustlab.evaluate_model(model, x.to(torch.bfloat16).float(), digits.test.y[:20], "linf:0.1", ["fgsm"],
+                                 flags=False, quiet=True)
+    np.testing.assert_array_equal(a.per_sample["fgsm"], b.per_sample["fgsm"])

@@ -90,7 +90,10 @@ def as_split(x: Any, y: Any, where: str) -> tuple[Split, str]:
     Images: N×C×H×W, N×H×W×C or N×H×W (see `image_layout`), uint8 0..255 or float already in [0, 1];
     labels: integers of any dtype, N or N×1.
     """
-    xs = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+    if torch.is_tensor(x):  # numpy has no bfloat16: low-precision floats are read as float32
+        x = x.detach().cpu()
+        x = x.float() if x.is_floating_point() and x.dtype != torch.float64 else x
+    xs = x.numpy() if torch.is_tensor(x) else np.asarray(x)
     ys = y.detach().cpu().numpy() if torch.is_tensor(y) else np.asarray(y)
     images = _images(xs, f"{where}: x")
     check_images(f"{where}: x (after conversion from {xs.dtype.name}, read as {image_layout(xs.shape)})", images)
