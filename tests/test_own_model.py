@@ -312,7 +312,7 @@ def test_robustbench_parameter_names_and_shapes():
         for k, s in dm.items()
         if k not in ("mean", "std") and "running" not in k and "num_batches" not in k
     )
-    assert round(weights / 1e6, 1) == 266.8  # WRN-70-16: 266.8 M parameters (Gowal et al. 2020, Table 1)
+    assert round(weights / 1e6, 1) == 266.8  # the size quoted for WRN-70-16 (about 267 M parameters)
     wrn = shapes("wrn-34-10")
     assert wrn["block1.layer.0.convShortcut.weight"] == (160, 16, 1, 1)
     assert "block1.layer.1.convShortcut.weight" not in wrn and wrn["fc.weight"] == (10, 640)
