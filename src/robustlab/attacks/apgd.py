@@ -16,7 +16,8 @@ At w_j the step is halved, and the search restarts from the best point x_max, if
 Losses: cross-entropy (APGD-CE) and the difference of logits ratio DLR (APGD-DLR); APGD-T maximises
 the targeted DLR towards each of the `n_target_classes` classes with the largest clean logits in turn.
 A point counts as broken once any iterate is misclassified; broken points leave the batch (their
-result cannot change), so the cost falls as the attack succeeds.
+result cannot change), so the cost falls as the attack succeeds. Against a randomised model, `eot_iter` > 1
+averages the loss and gradient of each iterate over that many passes (attacks.eot; AutoAttack `rand` uses 20).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..registry import check_range
 from ..threat import ThreatModel, per_sample
 from . import losses
 from .base import Attack, AttackMode, check_logits, check_targets, top_other_classes
+from .eot import expected_grad
 from .pgd import ascent_step, random_start
 from .registry import ATTACKS
 
@@ -62,6 +64,7 @@ class APGD(Attack):
         rho: float = 0.75,
         momentum: float = 0.75,
         initial_step: float = 2.0,
+        eot_iter: int = 1,
         *,
         seed: int = 0,
         mode: AttackMode = "eval",
@@ -80,6 +83,8 @@ class APGD(Attack):
         self.steps, self.loss, self.targeted, self.n_target_classes = steps, loss, targeted, n_target_classes
         self.restarts, self.rho, self.momentum, self.initial_step = restarts, rho, momentum, initial_step
         self.checkpoints = checkpoints(steps)
+        check_range(f"{self.name} eot_iter", eot_iter, 1)
+        self.eot_iter = eot_iter
         if num_classes is not None:
             self._check_classes(num_classes)
 
@@ -103,12 +108,10 @@ class APGD(Attack):
         return losses.targeted_dlr(logits, y, target) if target is not None else losses.dlr(logits, y)
 
     def _value_and_grad(self, model, x_adv, y, target):
-        """(loss (M,), input gradient, logits) at x_adv; non-finite gradient entries become 0."""
-        x_adv = x_adv.detach().requires_grad_(True)
-        logits = model(x_adv)
-        value = self._objective(logits, y, target)
-        (grad,) = torch.autograd.grad(value.sum(), x_adv)
-        return value.detach(), torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0), logits.detach()
+        """(loss (M,), input gradient, logits) at x_adv, averaged over `eot_iter` passes (attacks.eot); non-finite
+        gradient entries become 0."""
+        value, grad, logits = expected_grad(model, x_adv, lambda out: self._objective(out, y, target), self.eot_iter)
+        return value, torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0), logits
 
     def _run(self, model, x, y, generator, num_classes, need_success):
         with torch.no_grad():
@@ -209,12 +212,15 @@ class APGDCE(APGD):
         threat: ThreatModel,
         steps: int = 100,
         restarts: int = 1,
+        eot_iter: int = 1,
         *,
         seed: int = 0,
         mode: AttackMode = "eval",
         num_classes: int | None = None,
     ):
-        super().__init__(threat, steps, "ce", restarts=restarts, seed=seed, mode=mode, num_classes=num_classes)
+        super().__init__(
+            threat, steps, "ce", restarts=restarts, eot_iter=eot_iter, seed=seed, mode=mode, num_classes=num_classes
+        )
 
 
 @ATTACKS.register("apgd-dlr")
@@ -228,12 +234,15 @@ class APGDDLR(APGD):
         threat: ThreatModel,
         steps: int = 100,
         restarts: int = 1,
+        eot_iter: int = 1,
         *,
         seed: int = 0,
         mode: AttackMode = "eval",
         num_classes: int | None = None,
     ):
-        super().__init__(threat, steps, "dlr", restarts=restarts, seed=seed, mode=mode, num_classes=num_classes)
+        super().__init__(
+            threat, steps, "dlr", restarts=restarts, eot_iter=eot_iter, seed=seed, mode=mode, num_classes=num_classes
+        )
 
 
 @ATTACKS.register("apgd-t")
@@ -247,6 +256,7 @@ class APGDT(APGD):
         threat: ThreatModel,
         steps: int = 100,
         n_target_classes: int = 9,
+        eot_iter: int = 1,
         *,
         seed: int = 0,
         mode: AttackMode = "eval",
@@ -258,6 +268,7 @@ class APGDT(APGD):
             "dlr",
             targeted=True,
             n_target_classes=n_target_classes,
+            eot_iter=eot_iter,
             seed=seed,
             mode=mode,
             num_classes=num_classes,
