@@ -9,6 +9,7 @@ from torch import nn
 
 from robustlab import attacks
 from robustlab.attacks.apgd import checkpoints
+from robustlab.attacks.base import malt_targets
 from robustlab.attacks.fab import project_hyperplane_box
 from robustlab.attacks.square import p_schedule
 from robustlab.errors import RobustlabError
@@ -346,3 +347,29 @@ def test_runs_in_one_batched_pass_break_exactly_the_points_that_runs_one_after_t
     with torch.no_grad():
         assert bool((model(batched.x_adv).argmax(1) != y)[batched.success].all())
     assert bool(ThreatModel.parse(threat).contains(batched.x_adv - x, atol=1e-6).all())
+
+
+# --- MALT targeting and the fast suite ------------------------------------------------------------------
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_malt_ranks_targets_by_the_exact_boundary_distance_of_a_linear_model(norm, linear_model):
+    model, x, y, threat = linear_case(linear_model, norm, 10)
+    w, b = model.weight.detach().double(), model.bias.detach().double()
+    z = x.flatten(1).double() @ w.T + b
+    v = w[y][:, None, :] - w[None, :, :]
+    dual = v.abs().sum(2) if norm == "linf" else v.norm(dim=2)
+    exact = ((z.gather(1, y[:, None]) - z) / dual).scatter(1, y[:, None], float("inf"))
+    with torch.no_grad():
+        logits = model(x)
+    targets = malt_targets(model, x, y, logits, 3, norm)
+    np.testing.assert_array_equal(targets.numpy(), exact.topk(3, dim=1, largest=False).indices.numpy())
+
+
+def test_malt_finds_the_close_boundary_that_the_largest_logit_hides(linear_model):
+    model, x, y = far_runner_up(linear_model)
+    def apgd_t(k: int, targeting: str) -> torch.Tensor:
+        spec = {"name": "apgd-t", "n_target_classes": k, "targeting": targeting}
+        return attacks.build(spec, "linf:0.01", num_classes=10).run(model, x, y).success
+    all_targets, first_by_logit, first_by_malt = apgd_t(9, "logits"), apgd_t(1, "logits"), apgd_t(1, "malt")
+    assert int(first_by_logit.sum()) < int(all_targets.sum()) / 3
+    assert torch.equal(first_by_malt, all_targets)  # MALT's first target is the one that breaks each point
