@@ -75,7 +75,8 @@ def test_the_sections_quote_the_file(sentinel_numbers):
                               threat_model="linf:0.1", train=SimpleNamespace(epochs=1))
         return SimpleNamespace(label=label, config=cfg, eval=ev)
 
-    cast = SimpleNamespace(get=lambda role: run(role), runs=dict.fromkeys(aalp.ROLES))
+    runs = {role: run(role) for role in aalp.ROLES}
+    cast = SimpleNamespace(get=runs.get, runs=runs)
     claims: list[str] = []
     table3 = aalp._table3(cast, claims)
     t3 = values["aalp_table3"]
