@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -215,3 +216,76 @@ def _state_tree(path: Path, meta: dict[str, str]) -> Any:
     if meta.get("format") != "robustlab-train-state" or "tree" not in meta:
         raise RobustlabError(f"{path} is not a robustlab training state.")
     return json.loads(meta["tree"])
+
+
+# --- weights of models robustlab did not train ---------------------------------------------------------
+
+NESTED_KEYS = ("state_dict", "model_state_dict")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict in a `.safetensors`, `.pt` or `.pth` file, read without running any code from it.
+
+    safetensors files hold tensors only; anything else goes through `torch.load(weights_only=True)`, which
+    refuses a pickle that would construct anything but tensors and plain containers. RobustBench's layouts are
+    unwrapped: the state dict at the top level or under `state_dict` / `model_state_dict`, with or without the
+    `module.` prefix that DataParallel adds.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise RobustlabError(f"--weights {path}: no such file.")
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)[0]
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise RobustlabError(
+            f"--weights {path}: refused: the file is a pickle that holds more than tensors ({first}). robustlab "
+            "never unpickles code; save the weights with torch.save(model.state_dict(), ...) or as .safetensors."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise RobustlabError(
+            f"--weights {path}: not a readable checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+            "allowed: .safetensors, or a state dict saved with torch.save (.pt, .pth)."
+        ) from None
+    for key in NESTED_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
+        kinds = sorted({type(v).__name__ for v in obj.values()}) if isinstance(obj, dict) else [type(obj).__name__]
+        raise RobustlabError(
+            f"--weights {path}: holds {', '.join(kinds) or 'nothing'}, not a state dict of tensors; allowed: a state "
+            f"dict at the top level or under {' or '.join(NESTED_KEYS)}."
+        )
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_outside_model(
+    spec: str,
+    weights: str | Path | None = None,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    feature_layer: str | None = None,
+    device: str | torch.device = "cpu",
+) -> torch.nn.Module:
+    """`models.build_outside(spec)` with the weights of `weights` (when given), behind its normalisation; in eval
+    mode on `device`."""
+    from .models import OutsideModel, build_outside
+
+    module = build_outside(spec, num_classes, in_channels)
+    if weights is not None:
+        load_state_dict_checked(module, read_state_dict(weights), f"--weights {weights} ({spec})")
+    if mean is not None and hasattr(module, "mean") and hasattr(module, "std"):
+        raise RobustlabError(
+            f"--model {spec}: the model normalises its input itself (it holds mean/std buffers); --mean/--std would "
+            "normalise twice. Drop them."
+        )
+    model = OutsideModel(
+        module, mean, std, feature_layer=feature_layer, in_channels=in_channels, num_classes=num_classes, name=spec
+    )
+    return model.to(device).eval()

@@ -9,11 +9,18 @@ import os
 import shlex
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import RobustlabError, TrainingDiverged, did_you_mean
 from .rundir import RunLock, write_text_atomic
+
+if TYPE_CHECKING:
+    import torch
+
+    from .data import ImageDataset, Split
 
 EPILOG_TRAIN = """examples:
   robustlab train --dataset digits --model small_cnn --method pgd_at --threat linf:0.2 --epochs 20
@@ -33,6 +40,10 @@ EPILOG_EVAL = """examples:
   robustlab eval runs/digits/pgd_at --suite autoattack   # AutoAttack standard -> eval_autoattack.json
   robustlab eval runs/digits/pgd_at --suite quick --n 200
   robustlab eval runs/digits/pgd_at/model.safetensors --threat linf:0.3 --suite pgd-20,cw-20
+  robustlab eval --model my_model.py:make --weights w.pt --dataset cifar10 --mean 0.49 0.48 0.45 \\
+      --std 0.25 0.24 0.26 --threat linf:8/255          # your own model -> runs/outside/my_model-make/
+  robustlab eval --model robustbench:dm-wrn-28-10 --weights Gowal2020.pt --dataset cifar10 \\
+      --threat linf:8/255 --suite autoattack            # a RobustBench checkpoint (docs/own_model.md)
 
 Results go to eval.json in --out; in the run directory (the default) only the run's own suite writes
 eval.json, any other suite eval_<suite>.json (eval_custom.json for a list of attacks). An interrupted
@@ -43,6 +54,7 @@ masking) are computed at the end and printed with a one-line explanation each.
 EPILOG_SWEEP = """examples:
   robustlab sweep runs/digits/pgd_at runs/digits/standard             # eps = 0.25..2 x the training eps
   robustlab sweep runs/digits/pgd_at --eps 0.05,0.1,0.2,0.3,0.4 --suite autoattack --n 100
+  robustlab sweep runs/c10/pgd_at --model my_model.py:make --weights w.pt --dataset cifar10 --threat linf:8/255
 """
 
 
@@ -63,6 +75,30 @@ def _eval_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=["test", "val"], help="data split (default test)")
     p.add_argument("--batch-size", type=positive_int, default=500, help="attack batch size (default 500)")
     p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
+
+
+def _outside(p: argparse.ArgumentParser, features: bool = False) -> None:
+    """The options that bring a model robustlab did not train (docs/own_model.md)."""
+    g = p.add_argument_group(
+        "a model robustlab did not train", "instead of a run directory: the model, its weights, data and normalisation"
+    )
+    g.add_argument(
+        "--model", help="FILE.py:FACTORY (FACTORY() returns the nn.Module) or robustbench:NAME (wrn-28-10, ...)"
+    )
+    g.add_argument(
+        "--weights", help="its weights: .safetensors, or a state dict saved by torch.save (.pt/.pth; never unpickled)"
+    )
+    g.add_argument("--dataset", help="dataset name to evaluate it on (see `robustlab list`)")
+    g.add_argument("--data", help="an .npz file of images and labels (x_test/y_test, or x/y) instead of --dataset")
+    g.add_argument(
+        "--mean", nargs="+", help="the normalisation the model expects, one value per channel (e.g. 0.49 0.48 0.45)"
+    )
+    g.add_argument("--std", nargs="+", help="its standard deviations, one per channel")
+    if features:
+        g.add_argument(
+            "--feature-layer",
+            help="the layer whose output is the representation (when the model has no forward_features)",
+        )
 
 
 def _debug(p: argparse.ArgumentParser) -> None:
@@ -118,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG_EVAL,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("target", help="run directory or checkpoint (.safetensors/.json)")
+    p.add_argument("target", nargs="?", help="run directory or checkpoint (.safetensors/.json); or use --model")
     p.add_argument(
         "--suite",
         default=None,
@@ -134,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the run's own writes eval_<suite>.json)",
     )
     p.add_argument("--no-flags", action="store_true", help="skip the sanity flags")
+    _outside(p)
     _common(p)
 
     p = sub.add_parser(
@@ -143,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG_SWEEP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("targets", nargs="+", help="run directories or checkpoints")
+    p.add_argument("targets", nargs="*", help="run directories or checkpoints (and/or one --model)")
     p.add_argument(
         "--eps",
         help="comma-separated radii in the models' norm, e.g. 0.05,0.1,0.2 or 2px,4px,8px "
@@ -154,8 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         help="directory for robustness_curve.png and sweep.json (default: the run directory, "
-        "or the runs' common parent directory)",
+        "or the runs' common parent directory; runs/outside/<name> for --model alone)",
     )
+    p.add_argument("--threat", help="with --model: its threat model (the norm of the radii; its eps marks the plot)")
+    _outside(p)
     _common(p)
 
     p = sub.add_parser(
@@ -193,12 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run diagnostics on a trained model",
         description="Run registered analyses on a trained run; results go to RUN/analysis/*.json and RUN/figures/.",
     )
-    p.add_argument("target", help="run directory or checkpoint")
+    p.add_argument("target", nargs="?", help="run directory or checkpoint; or use --model")
     p.add_argument("--what", required=True, help="comma-separated analyses (see `robustlab list`)")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="analysis option, e.g. n=500 (repeatable)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threat", help="with --model: the threat model of the attacks inside the analyses")
+    p.add_argument("--out", help="with --model: where analysis/ and figures/ go (default runs/outside/<name>)")
+    _outside(p, features=True)
     _common(p)
 
     p = sub.add_parser(
@@ -368,24 +410,128 @@ def _load_target(target: str, data_root: str | None, device):
     return stem, model, meta, ds, run_eval
 
 
+OUTSIDE_OPTIONS = ("weights", "dataset", "data", "mean", "std", "feature_layer")
+
+
+@dataclass
+class Outside:
+    """A model robustlab did not train, with the data it is evaluated or analysed on."""
+
+    name: str  # for directories and tables: the factory (my_model-make) or robustbench-NAME
+    model: torch.nn.Module
+    dataset: ImageDataset | None  # None for --data in eval / sweep (only its test points are read)
+    split: Split  # the points to evaluate
+    num_classes: int
+
+
+def _floats(flag: str, values: list[str] | None) -> tuple[float, ...] | None:
+    if values is None:
+        return None
+    parts = [t for v in values for t in v.replace(",", " ").split()]
+    try:
+        return tuple(float(t) for t in parts)
+    except ValueError:
+        raise RobustlabError(
+            f"{flag} {' '.join(values)}: allowed: numbers, one per image channel, e.g. {flag} 0.5 0.5 0.5."
+        ) from None
+
+
+def _outside_target(args: argparse.Namespace, device: Any, whole_dataset: bool = False) -> Outside:
+    """The --model of eval / sweep / analyze with its weights, data and normalisation; `whole_dataset`: --data is
+    read as a dataset with train / val / test splits (the analyses need the training split), else its test points
+    (x_test / y_test, or all of x / y) are the points evaluated."""
+    from . import data
+    from .checkpoint import load_outside_model
+    from .data.npz import evaluation_split
+    from .evaluate import output_classes
+
+    if (args.dataset is None) == (args.data is None):
+        raise RobustlabError(
+            f"--model {args.model}: give the data as exactly one of --dataset NAME or --data FILE.npz (got "
+            f"{'both' if args.dataset else 'neither'})."
+        )
+    ds = None
+    if args.dataset or whole_dataset:
+        ds = data.load(args.dataset, root=args.data_root) if args.dataset else data.load("npz", path=args.data)
+        split, classes = ds.split(getattr(args, "split", "test")), ds.class_names
+    else:
+        split, classes = evaluation_split(args.data)
+    split = split.head(getattr(args, "n", None))
+    model = load_outside_model(
+        args.model,
+        args.weights,
+        num_classes=len(classes),
+        in_channels=int(split.x.shape[1]),
+        mean=_floats("--mean", args.mean),
+        std=_floats("--std", args.std),
+        feature_layer=getattr(args, "feature_layer", None),
+        device=device,
+    )
+    k = output_classes(model, split.x[:2].to(device))
+    if k != len(classes):
+        raise RobustlabError(
+            f"--model {args.model} returns {k} logits per image; the data has {len(classes)} classes. Allowed: a model "
+            f"with one logit per class of the data."
+        )
+    file, _, factory = args.model.rpartition(":")
+    name = f"robustbench-{factory}" if file == "robustbench" else f"{Path(file).stem}-{factory}"
+    return Outside(name, model, ds, split, k)
+
+
+def _no_outside_options(args: argparse.Namespace, command: str) -> None:
+    """A run directory brings its own model, data and normalisation: the --model options are refused with it."""
+    given = [f"--{k.replace('_', '-')}" for k in OUTSIDE_OPTIONS if getattr(args, k, None) is not None]
+    if given:
+        raise RobustlabError(
+            f"{command}: {', '.join(given)} go with --model (a model robustlab did not train); a run directory "
+            "brings its own model, data and normalisation."
+        )
+
+
+def _one_source(args: argparse.Namespace, command: str) -> None:
+    if (args.target is None) == (args.model is None):
+        raise RobustlabError(
+            f"{command}: give a run directory or checkpoint, or --model FILE.py:FACTORY (or robustbench:NAME); "
+            f"got {'both' if args.model else 'neither'}."
+        )
+    if args.model is None:
+        _no_outside_options(args, command)
+    elif not args.threat:
+        raise RobustlabError(
+            f"{command} --model: give the threat model, e.g. --threat linf:8/255 (allowed: linf:EPS, l2:EPS)."
+        )
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .config import FlagConfig
     from .distributed import World
     from .evaluate import evaluate, print_table
 
+    _one_source(args, "eval")
     asked = _suite_arg(args.suite) if args.suite else None  # a mistyped suite is refused before anything loads
     world, device = World.from_env(args.device or "auto")  # under torchrun: the batches are shared between ranks
-    stem, model, meta, ds, run_eval = _load_target(args.target, args.data_root, device)
-    own = run_eval.get("suite", "paper")
-    suite = asked or _suite_arg(own)
-    # in the run directory only the run's own suite may write eval.json (the study reads it)
-    name = "eval" if args.out or suite == _suite_arg(own) else "eval_" + (suite if isinstance(suite, str) else "custom")
-    threat = args.threat or meta.get("threat")
-    if threat is None:
-        raise RobustlabError(f"{stem}.json records no threat model; pass --threat, e.g. --threat linf:8/255.")
+    if args.model:
+        outside = _outside_target(args, device)
+        model, split, num_classes, label, run_eval = outside.model, outside.split, outside.num_classes, outside.name, {}
+        suite, threat = asked or "paper", args.threat
+        out = Path(args.out) if args.out else Path("runs/outside") / outside.name
+        name = "eval" if args.out else "eval_" + (suite if isinstance(suite, str) else "custom")
+    else:
+        stem, model, meta, ds, run_eval = _load_target(args.target, args.data_root, device)
+        own = run_eval.get("suite", "paper")
+        suite = asked or _suite_arg(own)
+        # in the run directory only the run's own suite may write eval.json (the study reads it)
+        name = (
+            "eval"
+            if args.out or suite == _suite_arg(own)
+            else "eval_" + (suite if isinstance(suite, str) else "custom")
+        )
+        threat = args.threat or meta.get("threat")
+        if threat is None:
+            raise RobustlabError(f"{stem}.json records no threat model; pass --threat, e.g. --threat linf:8/255.")
+        out = Path(args.out) if args.out else stem.parent
+        split, num_classes, label = ds.split(args.split).head(args.n), ds.num_classes, stem.parent.name
     flags = None if args.no_flags else FlagConfig.model_validate(run_eval.get("flags", {}))
-    out = Path(args.out) if args.out else stem.parent
-    split = ds.split(args.split).head(args.n)
     with RunLock(out) if world.is_main else contextlib.nullcontext():
         result = evaluate(
             model,
@@ -398,7 +544,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=device,
             quiet=args.quiet,
-            num_classes=ds.num_classes,
+            num_classes=num_classes,
             flags=flags,
             state_path=out / f"{name}_state",
             world=world,
@@ -406,7 +552,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not world.is_main:
             return 0
         result.save(out, name)
-    print_table({stem.parent.name: result})
+    print_table({label: result})
     print(f"wrote {out / (name + '.json')} and {out / (name + '.md')}")
     return 0
 
@@ -418,6 +564,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     suite = _suite_arg(args.suite)
     device = resolve_device(args.device or "auto")
+    if args.model is None:
+        _no_outside_options(args, "sweep")
+        if args.threat:
+            raise RobustlabError("sweep: --threat goes with --model; a run's norm and eps come from its checkpoint.")
+        if not args.targets:
+            raise RobustlabError("sweep: give run directories or checkpoints, and/or --model FILE.py:FACTORY.")
+    elif not args.threat:
+        raise RobustlabError("sweep --model: give its threat model, e.g. --threat linf:8/255 (the norm of the radii).")
     strays = [t for t in args.targets if not Path(t).exists() and t.replace(".", "", 1).replace("/", "", 1).isdigit()]
     if strays:
         raise RobustlabError(
@@ -429,6 +583,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if missing:
         raise RobustlabError(f"sweep: {', '.join(missing)} record no threat model, so the norm is unknown.")
     threats = [ThreatModel.parse(meta["threat"]) for _, _, meta, _, _ in loaded]
+    # each curve: (name, model, split, class count, step ratio)
+    models = [
+        (stem.parent.name, model, ds.split(args.split).head(args.n), ds.num_classes, run_eval.get("step_ratio", 0.25))
+        for stem, model, _, ds, run_eval in loaded
+    ]
+    if args.model:
+        outside = _outside_target(args, device)
+        models.append((outside.name, outside.model, outside.split, outside.num_classes, 0.25))
+        threats.append(ThreatModel.parse(args.threat))
     norm = threats[0].norm
     if any(t.norm != norm for t in threats):
         raise RobustlabError(
@@ -437,28 +600,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
     radii = parse_eps(args.eps, norm) if args.eps else [f * threats[0].eps for f in (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)]
     parents = {stem.parent for stem, *_ in loaded}
-    out = (
-        Path(args.out)
-        if args.out
-        else (parents.pop() if len(parents) == 1 else Path(os.path.commonpath([str(p) for p in parents])))
-    )
+    if args.out:
+        out = Path(args.out)
+    elif not parents:
+        out = Path("runs/outside") / models[0][0]
+    else:
+        out = parents.pop() if len(parents) == 1 else Path(os.path.commonpath([str(p) for p in parents]))
     with RunLock(out):
         curves = {}
-        for stem, model, _, ds, run_eval in loaded:
-            name = stem.parent.name
+        for name, model, split, num_classes, step_ratio in models:
             if not args.quiet:
                 print(f"{name}: {args.suite} at {len(radii)} radii")
             curves[name] = sweep(
                 model,
-                ds.split(args.split).head(args.n),
+                split,
                 norm,
                 radii,
                 suite,
-                step_ratio=run_eval.get("step_ratio", 0.25),
+                step_ratio=step_ratio,
                 batch_size=args.batch_size,
                 seed=args.seed,
                 device=device,
-                num_classes=ds.num_classes,
+                num_classes=num_classes,
                 quiet=args.quiet,
             )
         write_text_atomic(out / "sweep.json", json.dumps(curves, indent=2))
@@ -509,19 +672,38 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for text in args.set:
         keys, value = parse_override(text)
         options[".".join(keys)] = value
-    stem = resolve_checkpoint(args.target)
+    _one_source(args, "analyze")
     device = resolve_device(args.device or "auto")
-    model, meta = load_model(stem, device)
-    ds_meta = meta["dataset"]
-    ds = data.load(ds_meta["name"], root=args.data_root, **ds_meta.get("options", {}))
-    ctx = AnalysisContext(
-        model, ds, ThreatModel.parse(meta["threat"]), stem.parent, meta, device, seed=args.seed, quiet=args.quiet
-    )
-    with RunLock(stem.parent):
+    if args.model:
+        outside = _outside_target(args, device, whole_dataset=True)
+        assert outside.dataset is not None  # whole_dataset: --data is read as a dataset too
+        out = Path(args.out) if args.out else Path("runs/outside") / outside.name
+        ctx = AnalysisContext(
+            outside.model,
+            outside.dataset,
+            ThreatModel.parse(args.threat),
+            out,
+            {},
+            device,
+            seed=args.seed,
+            quiet=args.quiet,
+        )
+    else:
+        if args.out or args.threat:
+            raise RobustlabError("analyze: --out and --threat go with --model; a run's analyses go to RUN/analysis/.")
+        stem = resolve_checkpoint(args.target)
+        model, meta = load_model(stem, device)
+        ds_meta = meta["dataset"]
+        ds = data.load(ds_meta["name"], root=args.data_root, **ds_meta.get("options", {}))
+        out = stem.parent
+        ctx = AnalysisContext(
+            model, ds, ThreatModel.parse(meta["threat"]), out, meta, device, seed=args.seed, quiet=args.quiet
+        )
+    with RunLock(out):
         for name in names:
             accepted = set(ANALYSES.options(name, skip=("ctx",)))
             result = ANALYSES.create(name, ctx, **{k: v for k, v in options.items() if k in accepted})
-            path = stem.parent / "analysis" / f"{name}.json"
+            path = out / "analysis" / f"{name}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(path, json.dumps(result, indent=2))
             print(f"{name}: " + ("; ".join(headline(result)) or "(no scalar results)") + f"\n  wrote {path}")
@@ -558,6 +740,7 @@ def _registries():
     return [
         ("dataset", data.DATASETS, ("root",)),
         ("model", models.MODELS, shape),
+        ("robustbench architecture", models.ROBUSTBENCH, shape),  # --model robustbench:FAMILY-DEPTH[-WIDTH]
         ("method", methods.METHODS, ("threat",)),
         ("attack", attacks.ATTACKS, ("threat", *attacks.PROGRAMMATIC)),
         ("suite", SUITES, ()),

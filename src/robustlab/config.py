@@ -245,14 +245,30 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+class OutsideConfig(Strict):
+    """A model robustlab did not train, listed in a study beside its runs (docs/own_model.md): evaluated with the
+    study's dataset, threat model and eval settings, analysed and reported like a run."""
+
+    label: str
+    model: str  # FILE.py:FACTORY or robustbench:NAME
+    weights: str | None = None  # .safetensors / .pt / .pth (never unpickled)
+    mean: list[float] | None = None  # the normalisation the model expects (none when it normalises itself)
+    std: list[float] | None = None
+    feature_layer: str | None = None  # the representation, when the model has no forward_features
+    role: str | None = None
+    group: str = "main"
+
+
 class StudyConfig(Strict):
-    """Shared run settings + `runs` (each a partial run config with a `label` and optional `group`)."""
+    """Shared run settings + `runs` (each a partial run config with a `label` and optional `group`) + `outside`
+    models (OutsideConfig) evaluated beside them."""
 
     model_config = ConfigDict(extra="forbid")
     name: str
     data_root: str | None = None
     base: dict[str, Any]
     runs: list[dict[str, Any]]
+    outside: list[OutsideConfig] = Field(default_factory=list)
     sections: list[str | dict[str, Any]] = Field(default_factory=lambda: ["robustness", "training_curves"])  # type: ignore[arg-type]
     description: str = ""
 
@@ -418,16 +434,28 @@ def study_runs(study: StudyConfig) -> list[tuple[str, str, RunConfig]]:
 
 
 def study_roles(study: StudyConfig) -> dict[str, str]:
-    """{label: role} of the runs that declare a `role` (the name report sections find a run by)."""
-    return {label: role for label, _, role, _ in _study_entries(study) if role is not None}
+    """{label: role} of the runs and outside models that declare a `role` (the name report sections find a run by)."""
+    roles = {label: role for label, _, role, _ in _study_entries(study) if role is not None}
+    return roles | {o.label: o.role for o in study.outside if o.role is not None}
+
+
+def outside_config(study: StudyConfig, outside: OutsideConfig) -> RunConfig:
+    """The run config an outside model is evaluated with: the study's shared settings (dataset, threat model,
+    eval), its `model` for the model's name and `outside` for the method's."""
+    merged = deep_merge(study.base, {"model": outside.model, "method": "outside"})
+    for keys, value in getattr(study, "_run_overrides", []):
+        set_path(merged, keys, value)
+    return make_run_config(merged, f"study {study.name!r} outside model {outside.label!r}")
 
 
 def _study_entries(study: StudyConfig) -> list[tuple[str, str, str | None, dict[str, Any]]]:
     """(label, group, role, the run's own keys) per run. `label`, `group` and `role` are popped here, so
     they never enter a RunConfig or its fingerprint; a role names at most one run per group."""
     out: list[tuple[str, str, str | None, dict[str, Any]]] = []
-    labels: set[str] = set()
-    cast: dict[tuple[str, str], str] = {}
+    labels: set[str] = {o.label for o in study.outside}
+    if len(labels) != len(study.outside):
+        raise RobustlabError(f"study {study.name!r}: two outside models share a label; give each a unique `label`.")
+    cast: dict[tuple[str, str], str] = {(o.group, o.role): o.label for o in study.outside if o.role is not None}
     for run in study.runs:
         run = dict(run)
         label = str(run.pop("label", "") or _default_label(run, study.base))

@@ -8,6 +8,7 @@ interrupted one is resumed; a run directory whose config no longer matches is mo
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -20,12 +21,13 @@ import torch
 
 from . import __version__
 from . import checkpoint as ckpt
-from .config import RunConfig, StudyConfig, load_study, study_roles, study_runs
+from .config import OutsideConfig, RunConfig, StudyConfig, load_study, outside_config, study_roles, study_runs
 from .distributed import resolve_device
 from .errors import RobustlabError
 from .evaluate import EvalResult, evaluate, flag_lines, resolve_suite
 from .processes import die_with_parent, launch_kwargs
 from .report import SECTIONS, RunRecord, StudyContext
+from .report.context import outside_model
 from .report.roles import check_roles
 from .rundir import LOCK_FILE, locked, write_text_atomic
 from .train import build_run, train_run
@@ -90,15 +92,26 @@ def extra_evals(cfg: RunConfig, run_dir: Path) -> dict[str, EvalResult]:
 
 
 def evaluate_run(
-    cfg: RunConfig, run_dir: Path, *, data_root: str | None, device: torch.device, quiet: bool, dataset=None
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    data_root: str | None,
+    device: torch.device,
+    quiet: bool,
+    dataset=None,
+    outside: OutsideConfig | None = None,
 ) -> EvalResult:
-    """Evaluate a run's selected model with its eval config: the main suite (eval.json, returned), each
-    extra suite (eval_<name>.json) and the sanity flags (stored with the main result). Parts whose
+    """Evaluate a run's selected model (or the `outside` model) with its eval config: the main suite (eval.json,
+    returned), each extra suite (eval_<name>.json) and the sanity flags (stored with the main result). Parts whose
     settings match eval_settings.json are reused; an interrupted part resumes from its state file."""
     from . import data
     from .evaluate import sanity
 
-    model_id = cfg.fingerprint() + str(ckpt.load_meta(run_dir).get("epoch"))
+    if outside is None:
+        model_id = cfg.fingerprint() + str(ckpt.load_meta(run_dir).get("epoch"))
+    else:  # the model's description and its weights' bytes: new weights in the same file are a new model
+        weights = hashlib.sha256(Path(outside.weights).read_bytes()).hexdigest() if outside.weights else ""
+        model_id = cfg.fingerprint() + json.dumps(outside.model_dump(), sort_keys=True) + weights
     entries = eval_entries(cfg)
     new = {stem: eval_settings(cfg, suite, max_samples, model_id) for stem, suite, max_samples in entries}
     new["flags"] = {"config": cfg.eval.flags.model_dump(), "evals": dict(new)}
@@ -110,9 +123,8 @@ def evaluate_run(
     def model_and_split():
         if not cache:
             ds = dataset if dataset is not None else data.load(cfg.dataset.name, root=data_root, **cfg.dataset.options)
-            cache.update(
-                model=ckpt.load_model(run_dir, device)[0], split=ds.split(cfg.eval.split), num_classes=ds.num_classes
-            )
+            model = ckpt.load_model(run_dir, device)[0] if outside is None else outside_model(outside, ds, device)
+            cache.update(model=model, split=ds.split(cfg.eval.split), num_classes=ds.num_classes)
         return cache["model"], cache["split"], cache["num_classes"]
 
     e = cfg.eval
@@ -305,13 +317,16 @@ def run_study(
     runs = study_runs(study)
     roles = study_roles(study)
     check_roles(study, roles)  # every run's role, --only or not: a typo fails before any training
+    outside = study.outside
     if only:
-        unknown = sorted(set(only) - {label for label, _, _ in runs})
+        labels = [label for label, _, _ in runs] + [o.label for o in outside]
+        unknown = sorted(set(only) - set(labels))
         if unknown:
-            raise RobustlabError(
-                f"--only {unknown}: no such run; runs of {study.name!r}: {', '.join(label for label, _, _ in runs)}."
-            )
+            raise RobustlabError(f"--only {unknown}: no such run; runs of {study.name!r}: {', '.join(labels)}.")
         runs = [r for r in runs if r[0] in only]
+        outside = [o for o in outside if o.label in only]
+    if not runs and not outside:
+        raise RobustlabError(f"study {study.name!r} has no runs and no outside models.")
     out_dir = Path(out_root) / study.name
     datasets: dict[str, Any] = {}
     # build every run first: a bad name or option fails before any training starts
@@ -319,7 +334,14 @@ def run_study(
         build_run(cfg, dataset=_dataset(cfg, data_root, datasets))
     for spec in study.sections:
         SECTIONS.get(spec if isinstance(spec, str) else str(spec.get("name")))
-    dev = resolve_device(device or runs[0][2].device)
+    for o in outside:  # the files an outside model needs, before any training
+        file = o.model.rpartition(":")[0]
+        for what, path in (("model", file if not o.model.startswith("robustbench:") else None), ("weights", o.weights)):
+            if path and not Path(path).expanduser().is_file():
+                raise RobustlabError(
+                    f"study {study.name!r} outside model {o.label!r}: {what} file {path} does not exist."
+                )
+    dev = resolve_device(device or (runs[0][2].device if runs else "auto"))
     if nproc < 1:
         raise RobustlabError(f"nproc={nproc}; allowed: 1 or more processes per run.")
     jobs = 1 if nproc > 1 else (jobs or default_jobs(dev))
@@ -329,7 +351,7 @@ def run_study(
     if nproc > 1:
         launch = DistributedLauncher(Path(config or DEFAULT_CONFIG), list(overrides), nproc, data_root, str(dev))
     # one writer: the study directory (its report) and every run directory it touches, for the whole study
-    with locked([out_dir] + [out_dir / label for label, _, _ in runs]):
+    with locked([out_dir] + [out_dir / label for label, _, _ in runs] + [out_dir / o.label for o in outside]):
         t_study = time.perf_counter()
         states = {}
         for label, _, cfg in runs:
@@ -358,6 +380,21 @@ def run_study(
                     role=roles.get(label),
                 )
             )
+        for o in outside:
+            cfg = outside_config(study, o)
+            if not quiet:
+                console.rule(f"outside model {o.label}: {o.model} on {cfg.dataset.name}, {cfg.threat_model}")
+            primary = evaluate_run(
+                cfg,
+                out_dir / o.label,
+                data_root=data_root,
+                device=dev,
+                quiet=quiet,
+                dataset=_dataset(cfg, data_root, datasets),
+                outside=o,
+            )
+            extra = extra_evals(cfg, out_dir / o.label)
+            records.append(RunRecord(o.label, o.group, cfg, out_dir / o.label, primary, extra, role=o.role, outside=o))
         body = _sections(study, StudyContext(study, out_dir, records, dev, quiet=quiet, data_root=data_root), quiet)
         total = time.perf_counter() - t_study
         # a study of some runs only (--only) writes its report beside the full one, never over it

@@ -141,7 +141,8 @@ def cca_analysis(
     results = {}
     for setting, images in (("natural", x), ("adversarial", x_adv)):
         z = features(ctx.model, images)
-        acc = float((ctx.model.forward_head(z.to(ctx.device)).argmax(1) == y).float().mean())
+        with torch.no_grad():  # from the logits, not forward_head(z): an outside model's z may be any named layer
+            acc = float((torch.cat([ctx.model(b) for b in images.split(500)]).argmax(1) == y).float().mean())
         res = cca(z.numpy(), words[labels], dim=dim or None, reg=reg)
         results[setting] = res
         control = [cca(z.numpy(), w[labels], dim=dim or None, reg=reg).correlations[0] for w in random_words]

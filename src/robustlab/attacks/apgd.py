@@ -16,7 +16,8 @@ At w_j the step is halved, and the search restarts from the best point x_max, if
 Losses: cross-entropy (APGD-CE) and the difference of logits ratio DLR (APGD-DLR); APGD-T maximises
 the targeted DLR towards each of the `n_target_classes` classes with the largest clean logits in turn.
 A point counts as broken once any iterate is misclassified; broken points leave the batch (their
-result cannot change), so the cost falls as the attack succeeds.
+result cannot change), so the cost falls as the attack succeeds. Against a randomised model, `eot_iter` > 1
+averages the loss and gradient of each iterate over that many passes (attacks.eot; AutoAttack `rand` uses 20).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .base import (
     run_in_passes,
     top_other_classes,
 )
+from .eot import expected_grad
 from .pgd import ascent_step, random_start
 from .registry import ATTACKS
 
@@ -75,6 +77,7 @@ class APGD(Attack):
         initial_step: float = 2.0,
         targeting: Targeting = "logits",
         runs_per_pass: int | None = None,
+        eot_iter: int = 1,
         *,
         seed: int = 0,
         mode: AttackMode = "eval",
@@ -98,6 +101,8 @@ class APGD(Attack):
         self.restarts, self.rho, self.momentum, self.initial_step = restarts, rho, momentum, initial_step
         self.targeting, self.runs_per_pass = targeting, runs_per_pass
         self.checkpoints = checkpoints(steps)
+        check_range(f"{self.name} eot_iter", eot_iter, 1)
+        self.eot_iter = eot_iter
         if num_classes is not None:
             self._check_classes(num_classes)
 
@@ -121,12 +126,10 @@ class APGD(Attack):
         return losses.targeted_dlr(logits, y, target) if target is not None else losses.dlr(logits, y)
 
     def _value_and_grad(self, model, x_adv, y, target):
-        """(loss (M,), input gradient, logits) at x_adv; non-finite gradient entries become 0."""
-        x_adv = x_adv.detach().requires_grad_(True)
-        logits = model(x_adv)
-        value = self._objective(logits, y, target)
-        (grad,) = torch.autograd.grad(value.sum(), x_adv)
-        return value.detach(), torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0), logits.detach()
+        """(loss (M,), input gradient, logits) at x_adv, averaged over `eot_iter` passes (attacks.eot); non-finite
+        gradient entries become 0."""
+        value, grad, logits = expected_grad(model, x_adv, lambda out: self._objective(out, y, target), self.eot_iter)
+        return value, torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0), logits
 
     def _run(self, model, x, y, generator, num_classes, need_success):
         with torch.no_grad():
@@ -235,6 +238,7 @@ class APGDCE(APGD):
         steps: int = 100,
         restarts: int = 1,
         runs_per_pass: int | None = None,
+        eot_iter: int = 1,
         *,
         seed: int = 0,
         mode: AttackMode = "eval",
@@ -246,6 +250,7 @@ class APGDCE(APGD):
             "ce",
             restarts=restarts,
             runs_per_pass=runs_per_pass,
+            eot_iter=eot_iter,
             seed=seed,
             mode=mode,
             num_classes=num_classes,
@@ -264,6 +269,7 @@ class APGDDLR(APGD):
         steps: int = 100,
         restarts: int = 1,
         runs_per_pass: int | None = None,
+        eot_iter: int = 1,
         *,
         seed: int = 0,
         mode: AttackMode = "eval",
@@ -275,6 +281,7 @@ class APGDDLR(APGD):
             "dlr",
             restarts=restarts,
             runs_per_pass=runs_per_pass,
+            eot_iter=eot_iter,
             seed=seed,
             mode=mode,
             num_classes=num_classes,
@@ -294,6 +301,7 @@ class APGDT(APGD):
         n_target_classes: int = 9,
         targeting: Targeting = "logits",
         runs_per_pass: int | None = None,
+        eot_iter: int = 1,
         *,
         seed: int = 0,
         mode: AttackMode = "eval",
@@ -307,6 +315,7 @@ class APGDT(APGD):
             n_target_classes=n_target_classes,
             targeting=targeting,
             runs_per_pass=runs_per_pass,
+            eot_iter=eot_iter,
             seed=seed,
             mode=mode,
             num_classes=num_classes,

@@ -7,6 +7,8 @@ the robust points only. Versions:
 - `standard`: APGD-CE → APGD-T (9 targets) → FAB-T (9 targets) → Square (5000 queries), 100
   iterations each, one run each;
 - `plus`: APGD-CE and APGD-DLR with 5 restarts, FAB with 5 restarts, Square, APGD-T, FAB-T;
+- `rand` (for randomised defences): APGD-CE and APGD-DLR, one run each, each step's gradient averaged over
+  20 passes (`eot_iter`, attacks.eot), as the reference implementation (fra31/auto-attack) defines it;
 - `custom`: the attack specs in `attacks`, in order (e.g. ["apgd-ce", "square"]).
 
 `run(...)` reports the cumulative robustness after each component in `AttackResult.stages`; an
@@ -27,7 +29,7 @@ from ..threat import ThreatModel
 from .base import Attack, AttackMode, check_logits
 from .registry import ATTACKS
 
-Version = Literal["standard", "plus", "custom"]
+Version = Literal["standard", "plus", "rand", "custom"]
 
 
 def version_specs(version: str, steps: int, n_target_classes: int, queries: int) -> list[dict[str, Any]]:
@@ -37,6 +39,8 @@ def version_specs(version: str, steps: int, n_target_classes: int, queries: int)
     square = {"name": "square", "queries": queries}
     if version == "standard":
         return [{"name": "apgd-ce", "steps": steps}, apgd_t, fab_t, square]
+    if version == "rand":  # the reference's version for randomised defences (fra31/auto-attack): EOT over 20 passes
+        return [{"name": f"apgd-{loss}", "steps": steps, "eot_iter": 20} for loss in ("ce", "dlr")]
     if version == "plus":
         return [
             {"name": "apgd-ce", "steps": steps, "restarts": 5},
@@ -51,7 +55,7 @@ def version_specs(version: str, steps: int, n_target_classes: int, queries: int)
 
 @ATTACKS.register("autoattack")
 class AutoAttack(Attack):
-    """AutoAttack `version` (standard | plus | custom with `attacks`); see the module doc."""
+    """AutoAttack `version` (standard | plus | rand | custom with `attacks`); see the module doc."""
 
     name = "autoattack"
 
@@ -72,8 +76,8 @@ class AutoAttack(Attack):
 
         super().__init__(threat, seed=seed, mode=mode, num_classes=num_classes)
         self.check_threat()
-        if version not in ("standard", "plus", "custom"):
-            raise RobustlabError(f"{self.name}: version={version!r}; allowed: standard, plus, custom.")
+        if version not in ("standard", "plus", "rand", "custom"):
+            raise RobustlabError(f"{self.name}: version={version!r}; allowed: standard, plus, rand, custom.")
         if (version == "custom") != bool(attacks):
             raise RobustlabError(
                 f"{self.name}: give `attacks` (a list of attack specs) exactly when version='custom'; "

@@ -4,11 +4,13 @@ Losses: "ce" (cross-entropy), "cw" (the CW margin, so `cw(k)` = PGD-k with the m
 papers use it) and "kl" (KL to the clean output, the TRADES inner maximisation). Random start:
 "uniform" in the ball, "normal" (x + sigma·N(0, I), TRADES uses sigma = 0.001) or "none".
 Restarts keep the per-sample worst case. With `keep_best` every iterate is a candidate, so more
-steps or restarts with the same seed never make the attack weaker.
+steps or restarts with the same seed never make the attack weaker. `eot_iter` > 1 steps along the gradient
+averaged over that many passes, against randomised models (attacks.eot).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -19,6 +21,7 @@ from ..registry import check_range
 from ..threat import ThreatModel, per_sample
 from . import losses
 from .base import Attack, AttackMode, check_logits
+from .eot import expected_grad
 from .registry import ATTACKS
 
 Loss = Literal["ce", "cw", "kl"]
@@ -89,6 +92,7 @@ class PGD(Attack):
         targeted: bool = False,
         keep_best: bool = True,
         kappa: float = 50.0,
+        eot_iter: int = 1,
         *,
         seed: int = 0,
         mode: AttackMode = "eval",
@@ -96,6 +100,8 @@ class PGD(Attack):
     ):
         super().__init__(threat, seed=seed, mode=mode, num_classes=num_classes)
         check_range(f"{self.name} steps", steps, 1)
+        check_range(f"{self.name} eot_iter", eot_iter, 1)
+        self.eot_iter = eot_iter
         check_range(f"{self.name} restarts", restarts, 1)
         if self.threat.eps <= 0:
             raise RobustlabError(f"{self.name}: eps={self.threat.eps} must be > 0 for an attack.")
@@ -167,15 +173,13 @@ class PGD(Attack):
             for t in range(self.steps):
                 if s["idx"].numel() == 0:
                     break
-                x_adv.requires_grad_(True)
-                logits = model(x_adv)
+                objective = partial(self._objective, y=s["y"], ref=s.get("ref"))
+                value, grad, logits = expected_grad(model, x_adv, objective, self.eot_iter)
                 if restart == t == 0:
                     check_logits(self.name, logits, n, num_classes)
-                value = self._objective(logits, s["y"], s.get("ref"))
-                (grad,) = torch.autograd.grad(value.sum(), x_adv)
                 x_adv = x_adv.detach()
                 if self.keep_best:
-                    consider(x_adv, logits.detach(), value.detach())
+                    consider(x_adv, logits, value)
                 x_adv = ascent_step(x_adv, grad, s["x"], self.threat, self.step)
                 if retire and s["best_succ"].any():  # one host sync per step: broken points leave at once
                     done = s["best_succ"]
@@ -241,6 +245,7 @@ def cw(
     targeted: bool = False,
     keep_best: bool = True,
     kappa: float = 50.0,
+    eot_iter: int = 1,
     **kw: Any,
 ) -> PGD:
     """PGD with the CW margin loss (the papers' `CW-k`)."""
@@ -254,6 +259,7 @@ def cw(
         targeted=targeted,
         keep_best=keep_best,
         kappa=kappa,
+        eot_iter=eot_iter,
         **kw,
     )
     attack.name = "cw"

@@ -17,7 +17,17 @@ import torch
 from .. import seeds
 from ..errors import RobustlabError
 from ..rundir import atomic_path
-from .base import ImageDataset, carve_validation, check_stats, data_root, finish, missing_files_error, to_float_images
+from .base import (
+    ImageDataset,
+    Split,
+    carve_validation,
+    check_images,
+    check_stats,
+    data_root,
+    finish,
+    missing_files_error,
+    to_float_images,
+)
 from .registry import DATASETS
 
 SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -72,6 +82,36 @@ def _labels(y: np.ndarray, where: str, n: int) -> torch.Tensor:
     if y.shape[0] != n:
         raise RobustlabError(f"{where}: {y.shape[0]} labels for {n} images.")
     return torch.from_numpy(y.astype(np.int64))
+
+
+def as_split(x: Any, y: Any, where: str) -> tuple[Split, str]:
+    """Images and labels given as numpy arrays or torch tensors -> (Split in pixel space, the layout assumed).
+
+    Images: N×C×H×W, N×H×W×C or N×H×W (see `image_layout`), uint8 0..255 or float already in [0, 1];
+    labels: integers of any dtype, N or N×1.
+    """
+    if torch.is_tensor(x):  # numpy has no bfloat16: low-precision floats are read as float32
+        x = x.detach().cpu()
+        x = x.float() if x.is_floating_point() and x.dtype != torch.float64 else x
+    xs = x.numpy() if torch.is_tensor(x) else np.asarray(x)
+    ys = y.detach().cpu().numpy() if torch.is_tensor(y) else np.asarray(y)
+    images = _images(xs, f"{where}: x")
+    check_images(f"{where}: x (after conversion from {xs.dtype.name}, read as {image_layout(xs.shape)})", images)
+    return Split(images, _labels(ys, f"{where}: y", images.shape[0])), image_layout(xs.shape)
+
+
+def evaluation_split(path: str | Path) -> tuple[Split, list[str]]:
+    """The points of an .npz archive to evaluate on: x_test / y_test when it has them, else all of x / y; and the
+    class names (from `class_names`, else "0".."K-1")."""
+    arrays = read_arrays(Path(path).expanduser())
+    keys = ("x_test", "y_test") if {"x_test", "y_test"} <= set(arrays) else WHOLE_KEYS
+    if not set(keys) <= set(arrays):
+        raise RobustlabError(
+            f"{path}: keys {', '.join(sorted(arrays)) or '(none)'}; expected x_test, y_test or x, y (plus optional "
+            "class_names)."
+        )
+    split, _ = as_split(arrays[keys[0]], arrays[keys[1]], str(path))
+    return split, _class_names(arrays, Path(path), [split.y])
 
 
 def read_array(path: str | Path, mmap: bool = False) -> np.ndarray:
@@ -158,18 +198,22 @@ def load_npz(
             f"{file}: keys {', '.join(sorted(keys)) or '(none)'}; expected either {', '.join(SPLIT_KEYS)} "
             f"or {', '.join(WHOLE_KEYS)} (plus optional class_names)."
         )
-    if "class_names" in arrays:
-        names = arrays["class_names"]
-        if names.ndim != 1 or names.dtype.kind not in "US" or names.size == 0:
-            raise RobustlabError(
-                f"{file}: class_names must be a non-empty 1-d array of strings; got {names.dtype.name} of shape "
-                f"{names.shape}."
-            )
-        class_names = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names.tolist()]
-    else:
-        top = max((int(y.max()) for y in (train_y, test_y) if y.numel()), default=-1)
-        class_names = [str(k) for k in range(top + 1)]
+    class_names = _class_names(arrays, file, [train_y, test_y])
     check_stats("npz", mean, std, train_x.shape[1])
     return finish(
         "npz", train_x, train_y, test_x, test_y, class_names, val_fraction=val_fraction, seed=seed, mean=mean, std=std
     )
+
+
+def _class_names(arrays: dict[str, np.ndarray], file: Path, labels: list[torch.Tensor]) -> list[str]:
+    """`class_names` of the archive, else "0".."K-1" with K = the largest label + 1."""
+    if "class_names" not in arrays:
+        top = max((int(y.max()) for y in labels if y.numel()), default=-1)
+        return [str(k) for k in range(top + 1)]
+    names = arrays["class_names"]
+    if names.ndim != 1 or names.dtype.kind not in "US" or names.size == 0:
+        raise RobustlabError(
+            f"{file}: class_names must be a non-empty 1-d array of strings; got {names.dtype.name} of shape "
+            f"{names.shape}."
+        )
+    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names.tolist()]

@@ -15,9 +15,10 @@ call with the same settings continues where the first stopped, with the same res
 
 Modules: `registry` (the suite registry), `suites` (the built-in suites, attack labels), `run` (the
 evaluation in named stages), `result` (EvalResult and its tables), `state` (the resume state),
-`sanity` (the flags).
+`sanity` (the flags), `outside` (`evaluate_model`: any nn.Module on arrays).
 """
 
+from .outside import evaluate_model, output_classes
 from .registry import SUITES
 from .result import EvalResult, flag_lines, markdown_table, print_table, stages_lines
 from .run import check_outputs, evaluate
@@ -31,9 +32,11 @@ __all__ = [
     "attack_label",
     "check_outputs",
     "evaluate",
+    "evaluate_model",
     "fingerprint",
     "flag_lines",
     "markdown_table",
+    "output_classes",
     "print_table",
     "resolve_suite",
     "stages_lines",

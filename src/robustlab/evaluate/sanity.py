@@ -41,7 +41,9 @@ if TYPE_CHECKING:
 
 EXPLANATIONS = {
     "randomised": "The logits change between two identical forward passes: attacks that assume a fixed model "
-    "overestimate a randomised one's robustness (use expectation over transformations).",
+    "overestimate a randomised one's robustness. Evaluate it with expectation over transformation: --suite "
+    "autoattack-rand (AutoAttack's rand version: APGD-CE and APGD-DLR, gradients averaged over 20 passes), or "
+    "eot_iter on apgd / pgd attacks (e.g. {name: apgd-ce, eot_iter: 20}).",
     "zero_grad": "Zero or non-finite input gradients leave gradient-based attacks blind (e.g. a non-differentiable "
     "input quantisation, or a saturated softmax).",
     "large_eps": "With a much larger or unbounded ε every point can be turned into another class, so accuracy must "

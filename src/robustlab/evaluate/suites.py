@@ -25,6 +25,12 @@ def autoattack_suite() -> list[str | dict[str, Any]]:
     return ["autoattack"]
 
 
+@SUITES.register("autoattack-rand")
+def autoattack_rand_suite() -> list[str | dict[str, Any]]:
+    """AutoAttack rand, for randomised models: APGD-CE and APGD-DLR with EOT over 20 passes."""
+    return [{"name": "autoattack", "version": "rand"}]
+
+
 @SUITES.register("autoattack-plus")
 def autoattack_plus_suite() -> list[str | dict[str, Any]]:
     """AutoAttack plus: APGD-CE/-DLR (5 restarts), FAB (5 restarts), Square, APGD-T, FAB-T."""

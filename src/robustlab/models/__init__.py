@@ -11,7 +11,8 @@ from typing import Any
 from ..errors import RobustlabError
 from ..registry import import_submodules
 from .base import ContractModel, GlobalPool, ImageClassifier, Normalize, eval_mode
-from .registry import MODELS
+from .outside import OutsideModel, build_outside
+from .registry import MODELS, ROBUSTBENCH
 
 import_submodules(__name__, __path__)  # every module registers itself
 
@@ -54,4 +55,17 @@ def names() -> list[str]:
     return MODELS.names()
 
 
-__all__ = ["ContractModel", "GlobalPool", "ImageClassifier", "Normalize", "create", "eval_mode", "for_dataset", "names"]
+__all__ = [
+    "MODELS",
+    "ROBUSTBENCH",
+    "ContractModel",
+    "GlobalPool",
+    "ImageClassifier",
+    "Normalize",
+    "OutsideModel",
+    "build_outside",
+    "create",
+    "eval_mode",
+    "for_dataset",
+    "names",
+]

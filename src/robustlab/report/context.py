@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import read_json
-from ..config import RunConfig, StudyConfig
+from ..config import OutsideConfig, RunConfig, StudyConfig
 from ..data import ImageDataset
 from ..evaluate import EvalResult
 from ..rundir import write_text_atomic
@@ -32,6 +32,7 @@ class RunRecord:
     train_seconds: float = 0.0
     reused: bool = False
     role: str | None = None  # the study config's `role:` of the run: what report sections find it by
+    outside: OutsideConfig | None = None  # a model robustlab did not train (no checkpoint, no history)
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -40,6 +41,8 @@ class RunRecord:
 
     @property
     def meta(self) -> dict[str, Any]:
+        if self.outside is not None:
+            return {"outside": self.outside.model_dump()}
         return read_json(self.run_dir / "model.json")
 
 
@@ -98,7 +101,11 @@ class StudyContext:
         from ..checkpoint import load_model
 
         if record.label not in self._models:
-            self._models[record.label] = load_model(record.run_dir, self.device)[0]
+            self._models[record.label] = (
+                outside_model(record.outside, self.dataset(record), self.device)
+                if record.outside is not None
+                else load_model(record.run_dir, self.device)[0]
+            )
         return self._models[record.label]
 
     def cached(self, record: RunRecord, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -130,6 +137,22 @@ class StudyContext:
             return ANALYSES.create(name, actx, **options)
 
         return self.cached(record, key, compute)
+
+
+def outside_model(outside: OutsideConfig, dataset: ImageDataset, device: torch.device) -> torch.nn.Module:
+    """A study's outside model with its weights and normalisation, for `dataset`'s images and classes."""
+    from ..checkpoint import load_outside_model
+
+    return load_outside_model(
+        outside.model,
+        outside.weights,
+        num_classes=dataset.num_classes,
+        in_channels=dataset.in_channels,
+        mean=tuple(outside.mean) if outside.mean is not None else None,
+        std=tuple(outside.std) if outside.std is not None else None,
+        feature_layer=outside.feature_layer,
+        device=device,
+    )
 
 
 def json_key(d: Any) -> str:

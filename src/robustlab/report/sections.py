@@ -92,7 +92,7 @@ def robustness(ctx: StudyContext, group: str = "main", title: str = "Robustness 
     lines += header(["run", "method", "model", "selected epoch (of)", "val clean", "val PGD", "train time"], "lllrrrr")
     for r in records:
         m = r.meta.get("metrics", {})
-        epoch = f"{r.meta.get('epoch')} ({r.config.train.epochs})"
+        epoch = "outside model" if r.outside else f"{r.meta.get('epoch')} ({r.config.train.epochs})"
         lines.append(
             row(
                 r.label,
@@ -101,7 +101,7 @@ def robustness(ctx: StudyContext, group: str = "main", title: str = "Robustness 
                 epoch,
                 pct(m.get("val_clean")),
                 pct(m.get("val_robust")),
-                "reused" if r.reused else f"{r.train_seconds:.0f} s",
+                "–" if r.outside else "reused" if r.reused else f"{r.train_seconds:.0f} s",
             )
         )
     return "\n".join(lines) + "\n"
@@ -225,6 +225,8 @@ def training_curves(ctx: StudyContext, group: str = "main") -> str:
     """Training loss, validation clean and validation PGD accuracy per epoch, one line per run."""
     series: dict[str, dict[str, tuple[list[Any], list[Any]]]] = {}
     for r in ctx.runs(group):
+        if r.outside is not None:  # trained elsewhere: no history
+            continue
         h = r.history
         series[r.label] = {
             "loss": ([rec["epoch"] for rec in h], [rec.get("train_loss") for rec in h]),
