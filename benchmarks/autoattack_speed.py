@@ -47,7 +47,7 @@ from robustlab.checkpoint import load_model  # noqa: E402
 from robustlab.evaluate import evaluate  # noqa: E402
 from robustlab.threat import ThreatModel  # noqa: E402
 
-INSTALL = "pip install --no-deps {} (benchmark only, not a robustlab dependency)"
+INSTALL = "`pip install --no-deps {}` (benchmark only, not a robustlab dependency)"
 
 
 def main() -> None:
@@ -128,7 +128,7 @@ def reference_attack(model, threat: ThreatModel, n: int):
         from pyautoattack import AutoAttack
     except ImportError:
         print("pyautoattack (the reference implementation, fra31/auto-attack) is not installed: its rows are "
-              f"skipped. Install it with `{INSTALL.format('pyautoattack')}`.")
+              f"skipped. Install it with {INSTALL.format('pyautoattack')}.")
         return None
     logging.getLogger("auto-attack").setLevel(logging.ERROR)
     norm = "Linf" if threat.norm == "linf" else "L2"
@@ -158,7 +158,7 @@ def compare_torchattacks(model, threat: ThreatModel, x, y, k: int, robust_ours, 
     try:
         import torchattacks
     except ImportError:
-        print(f"\ntorchattacks is not installed: its rows are skipped. Install it with `{INSTALL.format('torchattacks')}`.")
+        print(f"\ntorchattacks is not installed: its rows are skipped. Install it with {INSTALL.format('torchattacks')}.")
         return
     norm = "Linf" if threat.norm == "linf" else "L2"
     paper_budget = torchattacks.MultiAttack([
@@ -183,7 +183,7 @@ def compare_art(model, threat: ThreatModel, x, y, k: int, robust_ours, t_ours: f
         from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, SquareAttack
     except ImportError:
         print("\nadversarial-robustness-toolbox is not installed: its rows are skipped. Install it with "
-              f"`{INSTALL.format('adversarial-robustness-toolbox six')}`.")
+              f"{INSTALL.format('adversarial-robustness-toolbox six')}.")
         return
     clf = art_classifier(model, k, tuple(x.shape[1:]))
     norm = np.inf if threat.norm == "linf" else 2
