@@ -35,7 +35,7 @@ lint: $(STAMP)              ## ruff (lint and format) and mypy over src/
 test-slow: $(STAMP)         ## the slow studies and end-to-end reproductions
 	$(BIN)/python -m pytest -m slow
 
-bench: $(STAMP)             ## speed benchmarks (ratios, printed); peers: pip install --no-deps torchattacks adversarial-robustness-toolbox six tqdm multiprocess dill
+bench: $(STAMP)             ## speed benchmarks (ratios, printed); peers: pip install --no-deps pyautoattack torchattacks adversarial-robustness-toolbox six tqdm multiprocess dill
 	for f in benchmarks/*.py; do [ $$f = benchmarks/common.py ] && continue; echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 clean:

@@ -167,7 +167,10 @@ def test_digits_study_has_the_aalp_runs_and_section():
     assert methods == [("aalp", False), ("aalp_gd", False), ("aalp_sw", False), ("alp", False), ("pgd_at", False),
                        ("pgd_at", True), ("standard", False), ("standard", True)]
     for cfg in block.values():  # one model, training budget and evaluation for the whole block
-        assert cfg.model == block["aalp"].model and cfg.train == block["aalp"].train and cfg.eval == runs["alp"][1].eval
+        assert cfg.model == block["aalp"].model and cfg.train == block["aalp"].train and cfg.eval == block["aalp"].eval
+    # the paper protocol of the main runs (whose AutoAttack runs on the whole test split, the block's on 50 points)
+    main_eval = runs["alp"][1].eval
+    assert block["aalp"].eval.model_copy(update={"extra_suites": main_eval.extra_suites}) == main_eval
     assert block["aalp"].method.options["alpha"] == runs["alp"][1].method.options.get("lam", 0.5)
     assert "aalp" in study.sections
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robustlab import attacks, models
@@ -53,19 +52,8 @@ def test_the_cases_cover_every_registered_attack():
 
 
 @pytest.fixture(scope="module")
-def trained(digits):
-    """small_cnn after three epochs of standard training on digits (88% clean on the points below)."""
-    torch.manual_seed(0)
-    model = models.create("small_cnn", 10, 1, 8, width=8, hidden=32)
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    for epoch in range(3):
-        order = torch.randperm(len(digits.train), generator=torch.Generator().manual_seed(epoch))
-        for i in range(0, len(order), 64):
-            idx = order[i:i + 64]
-            opt.zero_grad()
-            F.cross_entropy(model(digits.train.x[idx]), digits.train.y[idx]).backward()
-            opt.step()
-    return model.eval(), digits.test.x[:40], digits.test.y[:40]
+def trained(digits, briefly_trained_cnn):
+    return briefly_trained_cnn, digits.test.x[:40], digits.test.y[:40]
 
 
 def _check_sound(model: nn.Module, attack: attacks.Attack, x: torch.Tensor, y: torch.Tensor, threat: str) -> attacks.AttackResult:

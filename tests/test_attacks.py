@@ -170,3 +170,29 @@ def test_train_mode_attack_after_a_clean_forward_keeps_backward_working():
     x_adv = attacks.build("pgd-2", "linf:0.1", mode="train")(model, x, y)
     (clean_loss + torch.nn.functional.cross_entropy(model(x_adv), y)).backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("spec", ["pgd-20", "cw-20", {"name": "pgd", "steps": 10, "restarts": 2}])
+def test_run_stops_a_point_at_its_first_success_and_reports_what_the_full_attack_finds(spec, briefly_trained_cnn, digits):
+    """The evaluation (`run`) needs only the success: a broken point leaves the batch, which saves most of the
+    work on a weak model; the points reported broken are those the full attack's best iterate breaks."""
+    rows = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            rows.append(x.shape[0])
+            return self.model(x)
+
+    model, x, y = Counting(briefly_trained_cnn), digits.test.x[:100], digits.test.y[:100]
+    full = attacks.build(spec, "linf:0.15")(model, x, y)
+    full_rows, rows[:] = sum(rows), []
+    res = attacks.build(spec, "linf:0.15").run(model, x, y)
+    with torch.no_grad():
+        assert torch.equal(res.success, briefly_trained_cnn(full).argmax(1) != y)
+        assert bool((briefly_trained_cnn(res.x_adv).argmax(1) != y)[res.success].all())
+    assert res.success.float().mean() > 0.8
+    assert sum(rows) < 0.35 * full_rows

@@ -9,6 +9,7 @@ from torch import nn
 
 from robustlab import attacks
 from robustlab.attacks.apgd import checkpoints
+from robustlab.attacks.base import malt_targets
 from robustlab.attacks.fab import project_hyperplane_box
 from robustlab.attacks.square import p_schedule
 from robustlab.errors import RobustlabError
@@ -129,9 +130,9 @@ class Overshoot(nn.Module):
 def test_apgd_returns_the_iterate_it_judged_broken_when_the_step_is_halved_at_that_iteration():
     assert 1 in checkpoints(4)  # the first iteration is a checkpoint
     eps = 0.05
-    model, x, y = Overshoot(eps), torch.full((6, 1, 8, 8), 0.5), torch.zeros(6, dtype=torch.long)
+    model, x, y = Overshoot(eps), torch.full((60, 1, 8, 8), 0.5), torch.zeros(60, dtype=torch.long)
     res = attacks.build({"name": "apgd-ce", "steps": 4}, f"linf:{eps}").run(model, x, y)
-    assert int(res.success.sum()) >= 3
+    assert int(res.success.sum()) >= 20  # about half the random starts lead to the overshoot
     with torch.no_grad():
         assert bool((model(res.x_adv).argmax(1) != y)[res.success].all())
 
@@ -306,3 +307,69 @@ def test_errors_name_the_bad_value(linear_model):
     custom = attacks.build({"name": "autoattack", "version": "custom", "attacks": ["apgd-ce", {"name": "square", "queries": 20}]},
                            "linf:0.1", num_classes=10)
     assert [label for label, _ in custom.components] == ["apgd-ce", "square"]
+
+
+# --- batched runs ---------------------------------------------------------------------------------------
+
+def far_runner_up(make, n: int = 60):
+    """A linear 10-class model (`make`: conftest's linear_model factory) whose runner-up class (by logit) has a
+    far decision boundary, its other classes close ones, and points of class 0: the first target by logit
+    breaks none of them, later targets most."""
+    g = torch.Generator().manual_seed(0)
+    model = make(10, 64).eval()
+    w = model.weight.data
+    w[0], w[1] = 0.0, 0.05 * w[1]
+    b = torch.cat([torch.tensor([0.0, -0.2]), -1.0 - torch.rand(8, generator=g)])
+    model.bias.data = b - 0.5 * w.sum(1)  # logits centred on the grey image
+    x = 0.35 + 0.3 * torch.rand(2 * n, 1, 8, 8, generator=g)
+    with torch.no_grad():
+        x = x[model(x).argmax(1) == 0][:n]
+    return model, x, torch.zeros(len(x), dtype=torch.long)
+
+
+@pytest.mark.parametrize("spec, one_run, case", [
+    ({"name": "apgd-t", "steps": 10}, {"n_target_classes": 1}, "far_runner_up"),
+    ({"name": "fab-t", "steps": 10}, {"n_target_classes": 1}, "far_runner_up"),
+    ({"name": "apgd-ce", "steps": 4, "restarts": 3}, {"restarts": 1}, "overshoot"),
+])
+def test_runs_in_one_batched_pass_break_exactly_the_points_that_runs_one_after_the_other_break(spec, one_run, case, linear_model):
+    """All targets (restarts) as one batch of rows, and one run after the other (the reference implementation's
+    order): with the same seed the same points are broken, and each batched example is a real one."""
+    if case == "overshoot":  # half the random starts break a point
+        model, x, y, threat = Overshoot(0.05), torch.full((60, 1, 8, 8), 0.5), torch.zeros(60, dtype=torch.long), "linf:0.05"
+    else:
+        (model, x, y), threat = far_runner_up(linear_model), "linf:0.01"
+    batched = attacks.build(spec, threat, num_classes=10, seed=1).run(model, x, y)
+    sequential = attacks.build({**spec, "runs_per_pass": 1}, threat, num_classes=10, seed=1).run(model, x, y)
+    first = attacks.build({**spec, **one_run}, threat, num_classes=10, seed=1).run(model, x, y)
+    assert int(batched.success.sum()) >= int(first.success.sum()) + 10  # the later runs break points of their own
+    assert torch.equal(batched.success, sequential.success)
+    with torch.no_grad():
+        assert bool((model(batched.x_adv).argmax(1) != y)[batched.success].all())
+    assert bool(ThreatModel.parse(threat).contains(batched.x_adv - x, atol=1e-6).all())
+
+
+# --- MALT targeting and the fast suite ------------------------------------------------------------------
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_malt_ranks_targets_by_the_exact_boundary_distance_of_a_linear_model(norm, linear_model):
+    model, x, y, threat = linear_case(linear_model, norm, 10)
+    w, b = model.weight.detach().double(), model.bias.detach().double()
+    z = x.flatten(1).double() @ w.T + b
+    v = w[y][:, None, :] - w[None, :, :]
+    dual = v.abs().sum(2) if norm == "linf" else v.norm(dim=2)
+    exact = ((z.gather(1, y[:, None]) - z) / dual).scatter(1, y[:, None], float("inf"))
+    with torch.no_grad():
+        logits = model(x)
+    targets = malt_targets(model, x, y, logits, 3, norm)
+    np.testing.assert_array_equal(targets.numpy(), exact.topk(3, dim=1, largest=False).indices.numpy())
+
+
+def test_malt_finds_the_close_boundary_that_the_largest_logit_hides(linear_model):
+    model, x, y = far_runner_up(linear_model)
+    def apgd_t(k: int, targeting: str) -> torch.Tensor:
+        spec = {"name": "apgd-t", "n_target_classes": k, "targeting": targeting}
+        return attacks.build(spec, "linf:0.01", num_classes=10).run(model, x, y).success
+    all_targets, first_by_logit, first_by_malt = apgd_t(9, "logits"), apgd_t(1, "logits"), apgd_t(1, "malt")
+    assert int(first_by_logit.sum()) < int(all_targets.sum()) / 3
+    assert torch.equal(first_by_malt, all_targets)  # MALT's first target is the one that breaks each point

@@ -150,3 +150,16 @@ def test_autoattack_off_a_terminal_prints_a_line_per_stage(trained, digits, caps
     err = capsys.readouterr().err
     for stage in ("apgd-ce", "apgd-t", "fab-t", "square"):
         assert f"autoattack batch 1/" in err and f"after {stage} " in err
+
+
+def test_the_fast_suite_runs_from_the_cli_and_python_and_breaks_what_autoattack_breaks(trained, digits, tmp_path):
+    from robustlab.checkpoint import load_model
+
+    assert main(["eval", str(trained), "--suite", "fast", "--n", "60", "--out", str(tmp_path), "--quiet", "--no-flags"]) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["suite"] == ["apgd-ce", "apgd-t(n_target_classes=3,targeting=malt)"] and result["n"] == 60
+    model, _ = load_model(trained)
+    fast = evaluate(model, digits.test.head(60), "linf:0.2", "fast", quiet=True)
+    aa = evaluate(model, digits.test.head(60), "linf:0.2", "autoattack", quiet=True)
+    assert fast.worst_case == pytest.approx(result["worst_case"])
+    assert int((fast.robust() & ~aa.robust()).sum()) <= 1  # AutoAttack's breaks, all but at most one

@@ -31,12 +31,23 @@ from ..errors import RobustlabError
 from ..registry import check_range
 from ..threat import ThreatModel, per_sample
 from . import losses
-from .base import Attack, AttackMode, check_logits, check_targets, top_other_classes
+from .base import (
+    Attack,
+    AttackMode,
+    check_logits,
+    check_targets,
+    malt_targets,
+    rows_to_keep,
+    run_generators,
+    run_in_passes,
+    top_other_classes,
+)
 from .eot import expected_grad
 from .pgd import ascent_step, random_start
 from .registry import ATTACKS
 
 ApgdLoss = Literal["ce", "dlr"]
+Targeting = Literal["logits", "malt"]
 
 
 def checkpoints(steps: int) -> set[int]:
@@ -64,6 +75,8 @@ class APGD(Attack):
         rho: float = 0.75,
         momentum: float = 0.75,
         initial_step: float = 2.0,
+        targeting: Targeting = "logits",
+        runs_per_pass: int | None = None,
         eot_iter: int = 1,
         *,
         seed: int = 0,
@@ -80,8 +93,13 @@ class APGD(Attack):
         check_range(f"{self.name} initial_step", initial_step, 0.0, lo_open=True)
         if loss not in ("ce", "dlr"):
             raise RobustlabError(f"{self.name}: loss={loss!r}; allowed: ce, dlr.")
+        if targeting not in ("logits", "malt"):
+            raise RobustlabError(f"{self.name}: targeting={targeting!r}; allowed: logits, malt.")
+        if runs_per_pass is not None:
+            check_range(f"{self.name} runs_per_pass", runs_per_pass, 1)
         self.steps, self.loss, self.targeted, self.n_target_classes = steps, loss, targeted, n_target_classes
         self.restarts, self.rho, self.momentum, self.initial_step = restarts, rho, momentum, initial_step
+        self.targeting, self.runs_per_pass = targeting, runs_per_pass
         self.checkpoints = checkpoints(steps)
         check_range(f"{self.name} eot_iter", eot_iter, 1)
         self.eot_iter = eot_iter
@@ -120,44 +138,50 @@ class APGD(Attack):
         self._check_classes(logits.shape[1])
         success = logits.argmax(1) != y
         x_adv = x.clone()
-        targets = top_other_classes(logits, y, self.n_target_classes) if self.targeted else None
-        for t in range(self.n_target_classes if self.targeted else 1):
-            for _ in range(self.restarts):
-                todo = torch.nonzero(~success).flatten()
-                if todo.numel() == 0:
-                    return x_adv, success
-                target = targets[todo, t] if targets is not None else None
-                found, x_out = self._single_run(model, x[todo], y[todo], target, generator)
-                x_adv[todo] = x_out
-                success[todo] = found
+        targets = None
+        if self.targeted and self.targeting == "malt":
+            targets = malt_targets(model, x, y, logits, self.n_target_classes, self.threat.norm)
+        elif self.targeted:
+            targets = top_other_classes(logits, y, self.n_target_classes)
+        n_runs = (self.n_target_classes if self.targeted else 1) * self.restarts  # run r: target r // restarts
+        generators = run_generators(generator, n_runs)
+
+        def attack_rows(point, run, owner, m):
+            blocks = zip(run.view(-1, m)[:, 0].tolist(), point.view(-1, m))
+            start = torch.cat([random_start(x, self.threat, "uniform", 0.0, generators[r])[p] for r, p in blocks])
+            target = targets[point, run // self.restarts] if targets is not None else None
+            return self._single_run(model, x[point], y[point], target, start, owner, m)
+
+        run_in_passes(x_adv, success, n_runs, self.runs_per_pass, attack_rows)
         return x_adv, success
 
-    def _single_run(self, model, x, y, target, generator):
-        """One APGD run on (M, ...) points -> (broken (M,) bool, x_adv: the first misclassified iterate, else x_max)."""
-        m = x.shape[0]
-        found = torch.zeros(m, dtype=torch.bool, device=x.device)
+    def _single_run(self, model, x, y, target, x_start, owner, m):
+        """One APGD run per row (R rows, `owner` numbers their m points) -> (broken (R,) bool, x_adv (R, ...):
+        the first misclassified iterate, else x_max). The rows of a point stop once one of them breaks it."""
+        rows = x.shape[0]
+        found = torch.zeros(rows, dtype=torch.bool, device=x.device)
         x_out = x.clone()
-        x_cur = random_start(x, self.threat, "uniform", 0.0, generator)
-        f_cur, grad, logits = self._value_and_grad(model, x_cur, y, target)
+        f_cur, grad, logits = self._value_and_grad(model, x_start, y, target)
         s = {
-            "idx": torch.arange(m, device=x.device),
+            "idx": torch.arange(rows, device=x.device),
+            "owner": owner,
             "x": x,
             "y": y,
-            "cur": x_cur,
-            "prev": x_cur,
+            "cur": x_start,
+            "prev": x_start,
             "f": f_cur,
             "grad": grad,
-            "best": x_cur,
+            "best": x_start,
             "f_best": f_cur,
             "grad_best": grad,
-            "eta": torch.full((m,), self.initial_step * self.threat.eps, device=x.device),
-            "ups": torch.zeros(m, device=x.device),
-            "halved_last": torch.zeros(m, dtype=torch.bool, device=x.device),
+            "eta": torch.full((rows,), self.initial_step * self.threat.eps, device=x.device),
+            "ups": torch.zeros(rows, device=x.device),
+            "halved_last": torch.zeros(rows, dtype=torch.bool, device=x.device),
             "f_best_last": f_cur,
         }
         if target is not None:
             s["target"] = target
-        s = self._retire(s, logits, found, x_out)
+        s = self._retire(s, logits, found, x_out, m)
         last_checkpoint = 0
         for k in range(1, self.steps + 1):
             if s["idx"].numel() == 0:
@@ -174,7 +198,7 @@ class APGD(Attack):
             s["grad_best"] = torch.where(per_sample(better, grad), grad, s["grad_best"])
             s["f_best"] = torch.where(better, f_new, s["f_best"])
             # before a checkpoint may move "cur" back to the best point: the iterate recorded is the one judged
-            s = self._retire(s, logits, found, x_out)
+            s = self._retire(s, logits, found, x_out, m)
             if k in self.checkpoints:
                 cond1 = s["ups"] < self.rho * (k - last_checkpoint)
                 cond2 = ~s["halved_last"] & (s["f_best"] <= s["f_best_last"])
@@ -190,15 +214,16 @@ class APGD(Attack):
 
     @staticmethod
     def _retire(
-        s: dict[str, torch.Tensor], logits: torch.Tensor, found: torch.Tensor, x_out: torch.Tensor
+        s: dict[str, torch.Tensor], logits: torch.Tensor, found: torch.Tensor, x_out: torch.Tensor, m: int
     ) -> dict[str, torch.Tensor]:
-        """Record the points whose current iterate is misclassified and drop them from the state."""
+        """Record the rows whose current iterate is misclassified; drop them and the other rows of their points."""
         fooled = logits.argmax(1) != s["y"]
-        if not fooled.any():
+        if not fooled.any():  # the one host sync of an iteration: broken points leave the batch at once
             return s
         found[s["idx"][fooled]] = True
         x_out[s["idx"][fooled]] = s["cur"][fooled]
-        return {key: v[~fooled] for key, v in s.items()}
+        keep = torch.nonzero(rows_to_keep(s["owner"], fooled, m)).flatten()
+        return {key: v.index_select(0, keep) for key, v in s.items()}
 
 
 @ATTACKS.register("apgd-ce")
@@ -212,6 +237,7 @@ class APGDCE(APGD):
         threat: ThreatModel,
         steps: int = 100,
         restarts: int = 1,
+        runs_per_pass: int | None = None,
         eot_iter: int = 1,
         *,
         seed: int = 0,
@@ -219,7 +245,15 @@ class APGDCE(APGD):
         num_classes: int | None = None,
     ):
         super().__init__(
-            threat, steps, "ce", restarts=restarts, eot_iter=eot_iter, seed=seed, mode=mode, num_classes=num_classes
+            threat,
+            steps,
+            "ce",
+            restarts=restarts,
+            runs_per_pass=runs_per_pass,
+            eot_iter=eot_iter,
+            seed=seed,
+            mode=mode,
+            num_classes=num_classes,
         )
 
 
@@ -234,6 +268,7 @@ class APGDDLR(APGD):
         threat: ThreatModel,
         steps: int = 100,
         restarts: int = 1,
+        runs_per_pass: int | None = None,
         eot_iter: int = 1,
         *,
         seed: int = 0,
@@ -241,7 +276,15 @@ class APGDDLR(APGD):
         num_classes: int | None = None,
     ):
         super().__init__(
-            threat, steps, "dlr", restarts=restarts, eot_iter=eot_iter, seed=seed, mode=mode, num_classes=num_classes
+            threat,
+            steps,
+            "dlr",
+            restarts=restarts,
+            runs_per_pass=runs_per_pass,
+            eot_iter=eot_iter,
+            seed=seed,
+            mode=mode,
+            num_classes=num_classes,
         )
 
 
@@ -256,6 +299,8 @@ class APGDT(APGD):
         threat: ThreatModel,
         steps: int = 100,
         n_target_classes: int = 9,
+        targeting: Targeting = "logits",
+        runs_per_pass: int | None = None,
         eot_iter: int = 1,
         *,
         seed: int = 0,
@@ -268,6 +313,8 @@ class APGDT(APGD):
             "dlr",
             targeted=True,
             n_target_classes=n_target_classes,
+            targeting=targeting,
+            runs_per_pass=runs_per_pass,
             eot_iter=eot_iter,
             seed=seed,
             mode=mode,

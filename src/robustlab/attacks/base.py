@@ -8,7 +8,7 @@ batched, and `attack.run(...)` also returns the per-sample success.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -90,6 +90,91 @@ def top_other_classes(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Te
     """(N, k): per sample, the k classes other than y with the largest logits, largest first."""
     masked = logits.masked_fill(torch.nn.functional.one_hot(y, logits.shape[1]).bool(), float("-inf"))
     return masked.topk(k, dim=1).indices
+
+
+def margin_gradients(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each point and class t of `classes` (N, C; None: every class): the margin f_t − f_y at x (N, C) and
+    its input gradient (N, C, d), from one forward and C backward passes; non-finite gradient entries become 0."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    if classes is None:
+        classes = torch.arange(logits.shape[1], device=x.device).expand(x.shape[0], -1)
+    margins = logits.gather(1, classes) - logits.gather(1, y[:, None])
+    c = classes.shape[1]
+    grads = [torch.autograd.grad(margins[:, j].sum(), x, retain_graph=j < c - 1)[0] for j in range(c)]
+    return margins.detach(), torch.nan_to_num(torch.stack(grads, 1).flatten(2))
+
+
+def boundary_distances(margins: torch.Tensor, grads: torch.Tensor, norm: str) -> torch.Tensor:
+    """|f_t − f_y| / ‖∇(f_t − f_y)‖_q (N, C): the distance to each linearised decision boundary in the threat
+    model's norm (q its dual: 1 for linf, 2 for l2)."""
+    dual = grads.abs().sum(2) if norm == "linf" else grads.norm(dim=2)
+    return margins.abs() / (dual + 1e-12)
+
+
+MALT_CANDIDATES = 100
+
+
+def malt_targets(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, k: int, norm: str
+) -> torch.Tensor:
+    """(N, k): the targets of MALT (Melamed, Yehudai, Shamir, "MALT Powers Up Adversarial Attacks", NeurIPS 2024,
+    arXiv 2407.02240): among the `MALT_CANDIDATES` classes other than y with the largest logits (100, as in the
+    official code, odeliamel/MALT demo.py), the k whose linearised decision boundary is closest, closest first."""
+    candidates = top_other_classes(logits, y, min(MALT_CANDIDATES, logits.shape[1] - 1))
+    margins, grads = margin_gradients(model, x, y, candidates)
+    order = boundary_distances(margins, grads, norm).topk(k, dim=1, largest=False).indices
+    return candidates.gather(1, order)
+
+
+RowAttack = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def run_in_passes(
+    x_adv: torch.Tensor, success: torch.Tensor, n_runs: int, runs_per_pass: int | None, attack_rows: RowAttack
+) -> None:
+    """Run `n_runs` independent runs of an attack (its targets × restarts) on the points not broken yet,
+    `runs_per_pass` runs at a time (None: all) as one batch of rows, one row per (run, point); updates
+    `success` and `x_adv` in place.
+
+    `attack_rows(point, run, owner, m)` attacks the points `point` (rows,) in the runs `run` (rows,) and returns
+    per row (found, x_out); `owner` (rows,) numbers the m points of the pass, so that the rows of a point leave
+    together once one of them breaks it (`rows_to_keep`). A run's result depends on its point and run only (its
+    random start is drawn before any run), so a point is broken in one pass of 9 runs exactly when it is
+    broken in 9 passes of one run, the reference implementation's order. Its adversarial example is that of
+    its first run that found one; an unbroken point keeps the last run's output.
+    """
+    per_pass = runs_per_pass or n_runs
+    for first in range(0, n_runs, per_pass):
+        todo = torch.nonzero(~success).flatten()
+        m = todo.numel()
+        if m == 0:
+            return
+        runs = min(per_pass, n_runs - first)
+        point = todo.repeat(runs)
+        run = torch.arange(first, first + runs, device=x_adv.device).repeat_interleave(m)
+        owner = torch.arange(m, device=x_adv.device).repeat(runs)
+        found, x_out = attack_rows(point, run, owner, m)
+        found, x_out = found.view(runs, m), x_out.view(runs, m, *x_adv.shape[1:])
+        for j in reversed(range(runs)):  # the earliest run's example wins
+            keep = found[j] if j < runs - 1 else torch.ones_like(found[j])
+            x_adv[todo[keep]] = x_out[j][keep]
+        success[todo] = found.any(0)
+
+
+def run_generators(generator: torch.Generator, n_runs: int) -> list[torch.Generator]:
+    """One generator per run, seeded from `generator` before any run: a run draws the same random start
+    whichever runs share its pass."""
+    seeds = torch.randint(0, 2**62, (n_runs,), generator=generator, device=generator.device).tolist()
+    return [torch.Generator(device=generator.device).manual_seed(seed) for seed in seeds]
+
+
+def rows_to_keep(owner: torch.Tensor, fooled: torch.Tensor, m: int) -> torch.Tensor:
+    """(rows,) bool: the rows whose point (`owner` in 0..m-1) no row has just broken (`fooled`)."""
+    hits = torch.zeros(m, device=owner.device).index_add_(0, owner, fooled.to(torch.float32))
+    return hits[owner] == 0
 
 
 class _Float32Logits:

@@ -26,7 +26,18 @@ import torch
 
 from ..registry import check_range
 from ..threat import ThreatModel, per_sample
-from .base import Attack, AttackMode, check_logits, check_targets, top_other_classes
+from .base import (
+    Attack,
+    AttackMode,
+    boundary_distances,
+    check_logits,
+    check_targets,
+    margin_gradients,
+    rows_to_keep,
+    run_generators,
+    run_in_passes,
+    top_other_classes,
+)
 from .pgd import ball_noise
 from .registry import ATTACKS
 
@@ -78,6 +89,7 @@ class FAB(Attack):
         alpha_max: float = 0.1,
         eta: float = 1.05,
         beta: float = 0.9,
+        runs_per_pass: int | None = None,
         *,
         seed: int = 0,
         mode: AttackMode = "eval",
@@ -91,8 +103,10 @@ class FAB(Attack):
         check_range(f"{self.name} alpha_max", alpha_max, 0.0, 1.0)
         check_range(f"{self.name} eta", eta, 1.0)
         check_range(f"{self.name} beta", beta, 0.0, 1.0)
+        if runs_per_pass is not None:
+            check_range(f"{self.name} runs_per_pass", runs_per_pass, 1)
         self.steps, self.restarts, self.targeted, self.n_target_classes = steps, restarts, targeted, n_target_classes
-        self.alpha_max, self.eta, self.beta = alpha_max, eta, beta
+        self.alpha_max, self.eta, self.beta, self.runs_per_pass = alpha_max, eta, beta, runs_per_pass
         if targeted and num_classes is not None:
             check_targets(self.name, n_target_classes, num_classes)
 
@@ -106,62 +120,57 @@ class FAB(Attack):
         check_logits(self.name, logits, x.shape[0], num_classes)
         if self.targeted:
             check_targets(self.name, self.n_target_classes, logits.shape[1])
-        best = x.clone()
-        best_norm = torch.where(logits.argmax(1) != y, 0.0, float("inf")).to(x.dtype)
+        success = logits.argmax(1) != y
+        x_adv = x.clone()
         targets = top_other_classes(logits, y, self.n_target_classes) if self.targeted else None
-        for t in range(self.n_target_classes if self.targeted else 1):
-            for restart in range(self.restarts):
-                todo = torch.nonzero(best_norm > self.threat.eps).flatten()
-                if todo.numel() == 0:
-                    break
-                target = targets[todo, t] if targets is not None else None
-                b, bn = self._single_run(
-                    model, x[todo], y[todo], target, best[todo], best_norm[todo], restart, generator
-                )
-                best[todo], best_norm[todo] = b, bn
-        success = best_norm <= self.threat.eps
-        return torch.where(per_sample(success, x), best, x), success
+        n_runs = (self.n_target_classes if self.targeted else 1) * self.restarts  # run r: target r // restarts
+        generators = run_generators(generator, n_runs)
+
+        def attack_rows(point, run, owner, m):
+            # a restart starts at a random point of the ball of radius ε/2 (a point is attacked while its best
+            # adversarial point, if any, is farther than ε: min(‖best − x‖, ε)/2 is ε/2)
+            blocks = zip(run.view(-1, m)[:, 0].tolist(), point.view(-1, m))
+            start = torch.cat(
+                [
+                    (x + ball_noise(x, self.threat.norm, self.threat.eps / 2, generators[r])).clamp(0.0, 1.0)[p]
+                    if r % self.restarts
+                    else x[p]
+                    for r, p in blocks
+                ]
+            )
+            target = targets[point, run // self.restarts] if targets is not None else None
+            best, best_norm = self._single_run(model, x[point], y[point], target, start, owner, m)
+            found = best_norm <= self.threat.eps
+            return found, torch.where(per_sample(found, best), best, x[point])
+
+        run_in_passes(x_adv, success, n_runs, self.runs_per_pass, attack_rows)
+        return x_adv, success
 
     def _boundary(self, model, x_i, y, target):
         """(f (M,), ∇f (M, ...)) for f = f_s − f_c at x_i, s = target or the closest linearised boundary."""
-        x_i = x_i.detach().requires_grad_(True)
-        logits = model(x_i)
-        if target is not None:
-            f = logits.gather(1, target[:, None]).squeeze(1) - logits.gather(1, y[:, None]).squeeze(1)
-            (grad,) = torch.autograd.grad(f.sum(), x_i)
-            return f.detach(), torch.nan_to_num(grad)
-        k = logits.shape[1]
-        grads = torch.stack(
-            [torch.autograd.grad(logits[:, j].sum(), x_i, retain_graph=j < k - 1)[0] for j in range(k)], 1
-        )
-        grads = torch.nan_to_num(grads.flatten(2))  # (M, K, d)
-        diff = (logits - logits.gather(1, y[:, None])).detach()
-        gdiff = grads - grads.gather(1, y[:, None, None].expand(-1, 1, grads.shape[2]))
-        dual = gdiff.abs().sum(2) if self.threat.norm == "linf" else gdiff.norm(dim=2)
-        score = (diff.abs() / (dual + 1e-12)).scatter(1, y[:, None], float("inf"))
-        s = score.argmin(1)
-        f = diff.gather(1, s[:, None]).squeeze(1)
-        g = gdiff.gather(1, s[:, None, None].expand(-1, 1, gdiff.shape[2])).squeeze(1)
+        margins, grads = margin_gradients(model, x_i, y, None if target is None else target[:, None])
+        if target is None:
+            s = boundary_distances(margins, grads, self.threat.norm).scatter(1, y[:, None], float("inf")).argmin(1)
+        else:
+            s = torch.zeros_like(y)
+        f = margins.gather(1, s[:, None]).squeeze(1)
+        g = grads.gather(1, s[:, None, None].expand(-1, 1, grads.shape[2])).squeeze(1)
         return f, g.view_as(x_i)
 
-    def _single_run(self, model, x, y, target, best, best_norm, restart, generator):
-        """Algorithm 1 on (M, ...) points, improving (best, best_norm) in place; returns them."""
-        if restart == 0:
-            x_i = x.clone()
-        else:
-            radius = torch.where(torch.isfinite(best_norm), best_norm, torch.full_like(best_norm, self.threat.eps))
-            x_i = (x + ball_noise(x, self.threat.norm, radius.clamp(max=self.threat.eps) / 2, generator)).clamp(
-                0.0, 1.0
-            )
-        idx = torch.arange(x.shape[0], device=x.device)
+    def _single_run(self, model, x, y, target, x_i, owner, m):
+        """Algorithm 1 from x_i on each of R rows (`owner` numbers their m points) -> (best (R, ...), best_norm (R,)):
+        the closest adversarial point found and its distance (inf if none). The rows of a point stop once one of
+        them finds an adversarial point within ε."""
+        best = x.clone()
+        best_norm = torch.full((x.shape[0],), float("inf"), device=x.device, dtype=x.dtype)
+        s = {"idx": torch.arange(x.shape[0], device=x.device), "owner": owner, "x": x, "y": y, "x_i": x_i}
+        if target is not None:
+            s["target"] = target
         for _ in range(self.steps):
-            active = best_norm[idx] > self.threat.eps
-            if not active.all():
-                idx, x_i = idx[active], x_i[active]
-            if idx.numel() == 0:
+            if s["idx"].numel() == 0:
                 break
-            xo, yo = x[idx], y[idx]
-            f, grad = self._boundary(model, x_i, yo, target[idx] if target is not None else None)
+            xo, yo, x_i = s["x"], s["y"], s["x_i"]
+            f, grad = self._boundary(model, x_i, yo, s.get("target"))
             w = grad.flatten(1)
             c = f - (w * x_i.flatten(1)).sum(1)
             delta = project_hyperplane_box(
@@ -171,13 +180,17 @@ class FAB(Attack):
             alpha = (n_cur / (n_cur + n_orig).clamp_min(1e-12)).clamp(max=self.alpha_max)
             a = per_sample(alpha, x_i)
             x_new = ((1 - a) * (x_i + self.eta * delta[0]) + a * (xo + self.eta * delta[1])).clamp(0.0, 1.0)
-            with torch.no_grad():
+            with torch.inference_mode():
                 adv = model(x_new).argmax(1) != yo
             dist = self.threat.norms(x_new - xo)
-            closer = adv & (dist < best_norm[idx])
-            best[idx[closer]] = x_new[closer]
-            best_norm[idx[closer]] = dist[closer]
-            x_i = torch.where(per_sample(adv, x_new), (1 - self.beta) * xo + self.beta * x_new, x_new)
+            closer = adv & (dist < best_norm[s["idx"]])
+            best[s["idx"][closer]] = x_new[closer]
+            best_norm[s["idx"][closer]] = dist[closer]
+            s["x_i"] = torch.where(per_sample(adv, x_new), (1 - self.beta) * xo + self.beta * x_new, x_new)
+            within = closer & (dist <= self.threat.eps)
+            if within.any():  # the one host sync of an iteration: broken points leave the batch at once
+                keep = torch.nonzero(rows_to_keep(s["owner"], within, m)).flatten()
+                s = {key: v.index_select(0, keep) for key, v in s.items()}
         return best, best_norm
 
 
@@ -192,6 +205,7 @@ class FABT(FAB):
         threat: ThreatModel,
         steps: int = 100,
         n_target_classes: int = 9,
+        runs_per_pass: int | None = None,
         *,
         seed: int = 0,
         mode: AttackMode = "eval",
@@ -202,6 +216,7 @@ class FABT(FAB):
             steps,
             targeted=True,
             n_target_classes=n_target_classes,
+            runs_per_pass=runs_per_pass,
             seed=seed,
             mode=mode,
             num_classes=num_classes,

@@ -10,6 +10,7 @@ averaged over that many passes, against randomised models (attacks.eot).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -139,40 +140,61 @@ class PGD(Attack):
             with torch.no_grad():
                 ref = F.log_softmax(model(x), 1)
         track = need_success or self.restarts > 1 or self.keep_best
-        best_x = x.clone()
-        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
-        best_succ = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         success_first = self.loss != "kl"
+        # run(...) needs only the success: with keep_best a point leaves at its first successful iterate, which
+        # decides it; attack(...) keeps every point to the end (training wants the highest-loss iterate)
+        retire = need_success and self.keep_best and success_first
+        n = x.shape[0]
+        s = {
+            "idx": torch.arange(n, device=x.device),
+            "x": x,
+            "y": y,
+            "best_x": x.clone(),
+            "best_loss": torch.full((n,), float("-inf"), device=x.device),
+            "best_succ": torch.zeros(n, dtype=torch.bool, device=x.device),
+        }
+        if ref is not None:
+            s["ref"] = ref
+        out_x, out_succ = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
 
         def consider(cand: torch.Tensor, logits: torch.Tensor, value: torch.Tensor) -> None:
-            succ = self._success(logits, y)
-            better = value > best_loss
+            succ = self._success(logits, s["y"])
+            better = value > s["best_loss"]
             if success_first:
-                better = (succ & ~best_succ) | ((succ == best_succ) & better)
+                better = (succ & ~s["best_succ"]) | ((succ == s["best_succ"]) & better)
             # in place and without boolean indexing (no host sync, no gather/scatter): this runs every step
-            best_x.copy_(torch.where(per_sample(better, cand), cand, best_x))
-            best_loss.copy_(torch.where(better, value, best_loss))
-            best_succ.copy_(torch.where(better, succ, best_succ))
+            s["best_x"].copy_(torch.where(per_sample(better, cand), cand, s["best_x"]))
+            s["best_loss"].copy_(torch.where(better, value, s["best_loss"]))
+            s["best_succ"].copy_(torch.where(better, succ, s["best_succ"]))
 
-        for _ in range(self.restarts):
+        for restart in range(self.restarts):
             x_adv = random_start(x, self.threat, self.start, self.sigma, generator)
+            x_adv = x_adv if s["idx"].numel() == n else x_adv[s["idx"]]
             for t in range(self.steps):
-                value, grad, logits = expected_grad(
-                    model, x_adv, lambda out: self._objective(out, y, ref), self.eot_iter
-                )
-                if t == 0:
-                    check_logits(self.name, logits, x.shape[0], num_classes)
+                if s["idx"].numel() == 0:
+                    break
+                objective = partial(self._objective, y=s["y"], ref=s.get("ref"))
+                value, grad, logits = expected_grad(model, x_adv, objective, self.eot_iter)
+                if restart == t == 0:
+                    check_logits(self.name, logits, n, num_classes)
                 x_adv = x_adv.detach()
                 if self.keep_best:
                     consider(x_adv, logits, value)
-                x_adv = ascent_step(x_adv, grad, x, self.threat, self.step)
-            if track:
+                x_adv = ascent_step(x_adv, grad, s["x"], self.threat, self.step)
+                if retire and s["best_succ"].any():  # one host sync per step: broken points leave at once
+                    done = s["best_succ"]
+                    out_x[s["idx"][done]], out_succ[s["idx"][done]] = s["best_x"][done], True
+                    keep = torch.nonzero(~done).flatten()
+                    s = {key: v.index_select(0, keep) for key, v in s.items()}
+                    x_adv = x_adv.index_select(0, keep)
+            if track and s["idx"].numel():
                 with torch.no_grad():
                     logits = model(x_adv)
-                    consider(x_adv, logits, self._objective(logits, y, ref))
-            else:
-                best_x = x_adv
-        return best_x, best_succ
+                    consider(x_adv, logits, self._objective(logits, s["y"], s.get("ref")))
+            elif not track:
+                s["best_x"] = x_adv
+        out_x[s["idx"]], out_succ[s["idx"]] = s["best_x"], s["best_succ"]
+        return out_x, out_succ
 
 
 def _target_margin(logits: torch.Tensor, target: torch.Tensor, kappa: float) -> torch.Tensor:

@@ -118,30 +118,36 @@ class Square(Attack):
     def __repr__(self) -> str:
         return f"Square({self.threat}, queries={self.queries}, p_init={self.p_init})"
 
-    @torch.no_grad()
     def _run(self, model, x, y, generator, num_classes, need_success):
+        # inference mode: cheaper forward passes than no_grad (pooling keeps no indices, no version counters);
+        # the results are cloned outside it, so the caller gets ordinary tensors
+        with torch.inference_mode():
+            x_adv, success = self._search(model, x, y, generator, num_classes)
+        return x_adv.clone(), success.clone()
+
+    def _search(self, model, x, y, generator, num_classes):
         n = x.shape[0]
-        x_best = self._init(x, generator)
-        logits = model(x_best)
+        x_adv = self._init(x, generator)
+        logits = model(x_adv)
         check_logits(self.name, logits, n, num_classes)
         m_best = margin(logits, y)
-        idx = torch.arange(n, device=x.device)
-        x_adv = x_best.clone()
+        # the points still searched, compacted once per iteration in which some point broke
+        idx, xo, yo, x_best = torch.arange(n, device=x.device), x, y, x_adv.clone()
         for it in range(1, self.queries):
             active = m_best >= 0
-            if not active.all():
+            if not active.all():  # the one host sync of an iteration: broken points leave the batch at once
                 x_adv[idx[~active]] = x_best[~active]
-                idx, x_best, m_best = idx[active], x_best[active], m_best[active]
+                keep = torch.nonzero(active).flatten()
+                idx, xo, yo, x_best, m_best = (t.index_select(0, keep) for t in (idx, xo, yo, x_best, m_best))
             if idx.numel() == 0:
                 break
-            xo = x[idx]
             p = p_schedule(self.p_init, it, self.queries, self.rescale_schedule)
             x_new = (
                 self._step_linf(xo, x_best, p, generator)
                 if self.threat.norm == "linf"
                 else self._step_l2(xo, x_best, p, generator)
             )
-            m_new = margin(model(x_new), y[idx])
+            m_new = margin(model(x_new), yo)
             better = m_new < m_best
             x_best = torch.where(per_sample(better, x_new), x_new, x_best)
             m_best = torch.where(better, m_new, m_best)

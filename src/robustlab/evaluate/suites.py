@@ -37,6 +37,13 @@ def autoattack_plus_suite() -> list[str | dict[str, Any]]:
     return [{"name": "autoattack", "version": "plus"}]
 
 
+@SUITES.register("fast")
+def fast_suite() -> list[str | dict[str, Any]]:
+    """A cheaper check beside AutoAttack, never in its place: APGD-CE and APGD-T on the 3 targets MALT ranks
+    first (Melamed, Yehudai, Shamir, "MALT Powers Up Adversarial Attacks", NeurIPS 2024, arXiv 2407.02240)."""
+    return ["apgd-ce", {"name": "apgd-t", "n_target_classes": 3, "targeting": "malt"}]
+
+
 def resolve_suite(suite: str | list[str | dict[str, Any]]) -> list[str | dict[str, Any]]:
     return SUITES.get(suite)() if isinstance(suite, str) else list(suite)
 
