@@ -114,8 +114,7 @@ def _verdict(clean: tuple[float, float], corruption: tuple[float, float], at_cle
         verdict += (
             ". PGD-AT costs clean accuracy here, the contrast the paper draws"
             if direction(*at_clean) < 0
-            else ". PGD-AT does not cost clean accuracy on these digits either, so the contrast the paper "
-            "draws does not arise"
+            else ". PGD-AT does not cost clean accuracy here either, so the contrast the paper draws does not arise"
         )
     return verdict
 
@@ -148,7 +147,7 @@ def dat_section(ctx: StudyContext, groups: tuple[str, ...] = ("dat", "main"), ex
     lines += [
         f"`{d0.label}` trains with {_describe(d0)}. Common corruptions: the 15 of Hendrycks & Dietterich "
         f"(2019) at 5 severities, generated from the {first.config.eval.split} split (n = {n}) with CIFAR-10-C's "
-        f"parameters (one digits pixel = one CIFAR pixel; docs/dat.md). mCE and relative mCE are normalised by "
+        f"parameters (one pixel here = one CIFAR pixel; docs/dat.md). mCE and relative mCE are normalised by "
         f"`{baseline}` (= 100 by definition; lower is better). Adversarial columns: the paper protocol at "
         f"{first.eval.threat}.",
         "",
@@ -329,10 +328,10 @@ def _claim(cast: Cast, results: dict, scores: dict, n: int, strongest: str | Non
         )
     verdict = _verdict(delta(dat, True), delta(dat, False), delta(at, True) if at is not None else None)
     lines += [
-        f"- verdict on 8×8 digits, this seed: {verdict}. The noise above is the test-set noise of one training "
-        "run; the variation between training seeds is larger here (docs/dat.md repeats the comparison over "
-        "three seeds). A small-scale analogue only: the paper's evidence is ViT/ResNet on ImageNet with a "
-        f"{paper['codebook_size']}-code VQGAN.",
+        f"- verdict on {dat.config.dataset.name}, this seed: {verdict}. The noise above is the test-set noise of "
+        "one training run; the variation between training seeds is larger here (docs/dat.md repeats the "
+        "comparison over three seeds). A small-scale analogue only: the paper's evidence is ViT/ResNet on "
+        f"ImageNet with a {paper['codebook_size']}-code VQGAN.",
         "",
     ]
     return lines
