@@ -62,6 +62,11 @@ def own(tmp_path_factory, digits):
     return root, model.eval(), weights
 
 
+def _own(root, weights) -> list:
+    """The CLI options that name the test's own model (net.py:make), its weights and the digits data."""
+    return ["--model", f"{root / 'net.py'}:make", "--weights", weights, "--dataset", "digits"]
+
+
 def _cli(*argv: str) -> int:
     return main([*map(str, argv), "--quiet"])
 
@@ -70,12 +75,7 @@ def _eval_cli(own, out: Path, suite: str, *extra: str) -> EvalResult:
     root, _, weights = own
     code = _cli(
         "eval",
-        "--model",
-        f"{root / 'net.py'}:make",
-        "--weights",
-        weights,
-        "--dataset",
-        "digits",
+        *_own(root, weights),
         "--mean",
         MEAN,
         "--std",
@@ -178,12 +178,7 @@ def test_mean_std_of_the_wrong_length_on_the_command_line(own, capsys):
     root, _, weights = own
     code = _cli(
         "eval",
-        "--model",
-        f"{root / 'net.py'}:make",
-        "--weights",
-        weights,
-        "--dataset",
-        "digits",
+        *_own(root, weights),
         "--mean",
         "0.5",
         "0.5",
@@ -515,12 +510,7 @@ def test_the_analyses_run_on_an_outside_model_with_a_feature_layer(own, tmp_path
     what = "fisher,cckl,cca,similarity,corruption,vulnerability"
     code = _cli(
         "analyze",
-        "--model",
-        f"{root / 'net.py'}:make",
-        "--weights",
-        weights,
-        "--dataset",
-        "digits",
+        *_own(root, weights),
         "--mean",
         MEAN,
         "--std",
@@ -546,12 +536,7 @@ def test_a_missing_feature_layer_names_the_layers(own, capsys):
     root, _, weights = own
     code = _cli(
         "analyze",
-        "--model",
-        f"{root / 'net.py'}:make",
-        "--weights",
-        weights,
-        "--dataset",
-        "digits",
+        *_own(root, weights),
         "--feature-layer",
         "fc7",
         "--threat",
@@ -576,12 +561,7 @@ def test_sweep_takes_an_outside_model(own, tmp_path):
     root, _, weights = own
     code = _cli(
         "sweep",
-        "--model",
-        f"{root / 'net.py'}:make",
-        "--weights",
-        weights,
-        "--dataset",
-        "digits",
+        *_own(root, weights),
         "--mean",
         MEAN,
         "--std",
