@@ -9,6 +9,9 @@ model, points and threat model, in one process.
    reference means ours is weaker there: the count must be 0. Our `fast` suite (APGD-CE and APGD-T on MALT's
    first 3 targets) is timed in the same rounds, against our `standard` (points `standard` breaks and `fast`
    misses, the time ratio). Ours run through `evaluate` (the clean pass included, as in the reference).
+   On a CPU our attacks run the model's convolution weights in channels_last (robustlab.models.layout);
+   `--layouts` adds ours with that switch off and the reference given a channels_last copy of the model,
+   so the ratio can be split into what the layout and what the attack code contribute.
 2. **torchattacks** (once, at the first thread count): its `AutoAttack` runs APGD, APGD-T and FAB with 10
    iterations (its constructors' default), so two runs: its components at the paper budget (100 iterations,
    9 targets, Square 5000 queries, unscaled schedule) cascaded by its MultiAttack — the same work as our
@@ -30,8 +33,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,6 +62,9 @@ def main() -> None:
     p.add_argument("--threat", help="threat model (default: the run's)")
     p.add_argument("--threads", default="1,2", help="torch thread counts, comma-separated (default 1,2)")
     p.add_argument("--repeats", type=int, default=2, help="rounds of the interleaved timings (default 2)")
+    p.add_argument("--layouts", action="store_true", help="also time ours with the channels_last switch off "
+                   "(ROBUSTLAB_CHANNELS_LAST=0) and the reference on a channels_last copy of the model: what the "
+                   "memory layout contributes to the ratio")
     p.add_argument("--peers", default="torchattacks,art", help="independent peers to run once: torchattacks, art, "
                    "or none (default torchattacks,art)")
     args = p.parse_args()
@@ -81,6 +89,12 @@ def main() -> None:
     reference = reference_attack(model, threat, len(y))
     if reference is not None:
         fns["reference"] = lambda: robust_at(model, threat, x, y, reference(x, y), "the reference")
+    if args.layouts:
+        fns["ours, channels-first"] = lambda: channels_first(fns["ours"])
+        if reference is not None:
+            model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+            reference_cl = reference_attack(model_cl, threat, len(y))
+            fns["reference, channels_last"] = lambda: robust_at(model, threat, x, y, reference_cl(x, y), "the reference")
     first: dict = {}
     for n_threads in threads:
         torch.set_num_threads(n_threads)
@@ -95,6 +109,11 @@ def main() -> None:
                   f"    time ours / reference: {t_ours / t_ref:.2f} wall, {c_ours / c_ref:.2f} CPU\n"
                   f"    points robust under ours but broken by the reference: {int((robust_ours & ~robust_ref).sum())}"
                   f" (must be 0); broken by ours only: {int((~robust_ours & robust_ref).sum())}")
+        for name in ("ours, channels-first", "reference, channels_last"):
+            if name in timings:
+                t, c, robust = timings[name]
+                print(f"  {name:<26} robust accuracy {pct(robust)}   {t:7.1f} s / {c:7.1f} s; CPU time of our "
+                      f"standard / this: {c_ours / c:.2f}")
         print(f"  robustlab fast       robust accuracy {pct(robust_fast)}   {t_fast:7.1f} s / {c_fast:7.1f} s\n"
               f"    time fast / standard: {t_fast / t_ours:.2f} wall, {c_fast / c_ours:.2f} CPU; robust accuracy "
               f"{100 * (robust_fast.float().mean() - robust_ours.float().mean()):+.2f} points; points standard breaks "
@@ -107,6 +126,15 @@ def main() -> None:
         compare_torchattacks(model, threat, x, y, k, robust_ours, t_ours)
     if "art" in peers:
         compare_art(model, threat, x, y, k, robust_ours, t_ours)
+
+
+def channels_first(fn):
+    """fn() with robustlab's channels_last switch for attacks off."""
+    os.environ["ROBUSTLAB_CHANNELS_LAST"] = "0"
+    try:
+        return fn()
+    finally:
+        del os.environ["ROBUSTLAB_CHANNELS_LAST"]
 
 
 def pct(robust: torch.Tensor) -> str:

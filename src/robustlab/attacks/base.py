@@ -19,6 +19,7 @@ from torch import nn
 from ..data.base import check_images
 from ..distributed import unwrap
 from ..errors import RobustlabError
+from ..models.layout import attack_layout
 from ..threat import ThreatModel
 
 AttackMode = Literal["eval", "train"]
@@ -188,6 +189,21 @@ class _Float32Logits:
         return self.module(x).float()
 
 
+def _confirmed(model: nn.Module, y: torch.Tensor, result: AttackResult) -> AttackResult:
+    """`result` with every break found in the channels_last layout (`attack_layout`) checked by a forward pass in
+    the model's own layout: a point on the decision boundary to within rounding can fall on either side in the two
+    layouts, and a reported break must hold for the model as given. A break that does not is withdrawn."""
+    idx = torch.nonzero(result.success).flatten()
+    if idx.numel() == 0:
+        return result
+    with model_untouched(model), torch.no_grad():
+        held = model(result.x_adv[idx]).argmax(1) != y[idx]
+    withdrawn = torch.zeros_like(result.success)
+    withdrawn[idx[~held]] = True
+    stages = {name: robust | withdrawn for name, robust in result.stages.items()}
+    return AttackResult(result.x_adv, result.success & ~withdrawn, stages)
+
+
 def attacked_model(model: nn.Module | _Float32Logits) -> nn.Module:
     """The model an attack runs on: the caller's, less the distributed or compiled wrappers (`unwrap`) and the
     float32 view a cascade (AutoAttack) passes on to its components."""
@@ -246,18 +262,19 @@ class Attack:
         """Attack the batch; returns x_adv and the per-sample success."""
         model = attacked_model(model)
         k = self._check(model, x, y)
-        with model_untouched(model, self.mode):
+        with model_untouched(model, self.mode), attack_layout(model, x, self.mode == "eval") as switched:
             x_adv, success, *stages = self._run(
                 _Float32Logits(model), x, y, self.generator_for(x, generator), k, need_success=True
             )
-        return AttackResult(x_adv.detach(), success, stages[0] if stages else {})
+        result = AttackResult(x_adv.detach(), success, stages[0] if stages else {})
+        return _confirmed(model, y, result) if switched else result
 
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         model = attacked_model(model)
         k = self._check(model, x, y)
-        with model_untouched(model, self.mode):
+        with model_untouched(model, self.mode), attack_layout(model, x, self.mode == "eval"):
             x_adv, *_ = self._run(_Float32Logits(model), x, y, self.generator_for(x, generator), k, need_success=False)
         return x_adv.detach()
 
