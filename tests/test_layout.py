@@ -104,3 +104,30 @@ def test_a_break_that_does_not_hold_in_the_models_own_layout_is_withdrawn(briefl
     result = _confirmed(model, y, AttackResult(x.clone(), claimed, {"apgd-ce": ~claimed}))
     assert torch.equal(result.success, ~correct)
     assert torch.equal(result.stages["apgd-ce"], correct)
+
+
+class _Recording(nn.Module):
+    """Records, at each forward pass, whether its second convolution's weight is channels_last."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 8 * 8, 10)
+        self.seen: list[bool] = []
+
+    def forward(self, x):
+        self.seen.append(self.conv2.weight.is_contiguous(memory_format=torch.channels_last))
+        h = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc(h.reshape(h.shape[0], -1))
+
+
+def test_evaluation_switches_and_the_training_attack_does_not():
+    torch.manual_seed(0)
+    model = _Recording().eval()
+    x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    attack = attacks.build("pgd-5", "linf:0.1", num_classes=10)
+    attack.run(model, x, y)
+    assert any(model.seen)  # attack.run (evaluation, validation): the attack's passes in channels_last
+    model.seen.clear()
+    attack(model, x, y)
+    assert model.seen and not any(model.seen)  # a method's training attack: the model's own layout

@@ -274,7 +274,7 @@ class Attack:
     ) -> torch.Tensor:
         model = attacked_model(model)
         k = self._check(model, x, y)
-        with model_untouched(model, self.mode), attack_layout(model, x, self.mode == "eval"):
+        with model_untouched(model, self.mode):  # training keeps its layout: a run trains as it always did
             x_adv, *_ = self._run(_Float32Logits(model), x, y, self.generator_for(x, generator), k, need_success=False)
         return x_adv.detach()
 

@@ -5,7 +5,8 @@ channels-first ones for the small maps of our data sets: AutoAttack on the digit
 took half the time with the model's convolution weights in channels_last (a convolution with a
 channels-last weight writes a channels-last output, so the whole body follows; the input stays as it is).
 Weight gradients are not involved — the attack freezes them — which is where channels_last loses on a
-CPU, so training keeps its own `train.channels_last` setting.
+CPU, so training keeps its own `train.channels_last` setting; `attack.run` (evaluation, validation) switches,
+`attack(...)` (the training attack of a method) does not, so a run trains exactly as before.
 
 `attack_layout(model, x)` switches the layout for the duration of an attack only, and only where it
 cannot change the result: every 4-D parameter on the CPU, and the model's logits on the first rows of x
