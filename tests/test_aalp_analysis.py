@@ -168,8 +168,9 @@ def test_digits_study_has_the_aalp_runs_and_section():
                        ("pgd_at", True), ("standard", False), ("standard", True)]
     for cfg in block.values():  # one model, training budget and evaluation for the whole block
         assert cfg.model == block["aalp"].model and cfg.train == block["aalp"].train and cfg.eval == block["aalp"].eval
-    # the paper protocol of the main runs (whose AutoAttack runs on the whole test split, the block's on 50 points)
+    # the paper protocol of the main runs (which add AutoAttack on the whole test split)
     main_eval = runs["alp"][1].eval
+    assert [x.suite for x in main_eval.extra_suites] == ["autoattack"] and main_eval.extra_suites[0].max_samples is None
     assert block["aalp"].eval.model_copy(update={"extra_suites": main_eval.extra_suites}) == main_eval
     assert block["aalp"].method.options["alpha"] == runs["alp"][1].method.options.get("lam", 0.5)
     assert "aalp" in study.sections

@@ -16,9 +16,11 @@ def test_dat_section_in_a_tiny_study(tmp_path):
         "name": "tiny", "dataset": "digits", "model": {"name": "small_cnn", "width": 4, "hidden": 16}, "threat": "linf:0.2",
         "train": {"epochs": 1, "batch_size": 128, "select": {"by": "clean", "max_samples": 40}},
         "eval": {"suite": ["fgsm", "pgd-5"], "max_samples": 60},
-        "runs": [{"method": "standard", "role": "standard"},
+        # AutoAttack on different numbers of points: the table names each cell's n
+        "runs": [{"method": "standard", "role": "standard", "eval": {"extra_suites": [{"suite": "autoattack", "max_samples": 30}]}},
                  {"label": "dat", "group": "dat", "role": "dat", "method": {"name": "dat", "vq": {"ch": 4, "z_channels": 4, "num_groups": 2,
-                                                                                  "codebook_size": 16, "code_dim": 2, "epochs": 1}}}],
+                                                                                  "codebook_size": 16, "code_dim": 2, "epochs": 1}},
+                  "eval": {"extra_suites": [{"suite": "autoattack", "max_samples": 20}]}}],
         "sections": ["dat"],
     }
     path = tmp_path / "tiny.yaml"
@@ -26,6 +28,9 @@ def test_dat_section_in_a_tiny_study(tmp_path):
     report = run_study(path, out_root=tmp_path / "runs", quiet=True).read_text()
     assert "## DAT" in report and "| dat | dat |" in report and "mCE" in report
     assert "**Our runs**" in report and "verdict on digits, this seed" in report
+    table = report[report.index("| run | method | clean |"):]
+    assert "| AutoAttack (n) |" in table.splitlines()[0]
+    assert " (30) |" in table.splitlines()[2] and " (20) |" in table.splitlines()[3]
     figures = tmp_path / "runs" / "tiny" / "figures"
     for name in ("dat_vq_reconstructions.png", "dat_corruption_severity.png", "dat_corruption_bars.png", "dat_corruption_examples.png"):
         assert (figures / name).stat().st_size > 1000

@@ -234,13 +234,13 @@ def test_zhu_section_of_the_digits_study(tmp_path):
     from robustlab.study import run_study
 
     labels = ["standard", "zhu_enc_mi", "zhu_enc_wcmi", "zhu_mi_std", "zhu_mi_at", "zhu_wcmi_std", "zhu_wcmi_at", "zhu_e2e_at"]
-    report = run_study("configs/digits.yaml", overrides=["train.epochs=2"], out_root=tmp_path, quiet=True, only=labels)
+    report = run_study("configs/zhu_digits.yaml", overrides=["train.epochs=2"], out_root=tmp_path, quiet=True, only=labels)
     text = report.read_text()
     section = text[text.index("## Zhu et al."):]
     for needle in ("| robust (worst-case MI) | robust, linear (pgd_at) |", "Against the paper's claims", "### Representation vulnerability",
                    "| `standard` | standard |", "zhu_saliency.png"):
         assert needle in section, needle
-    assert (tmp_path / "digits" / "figures" / "zhu_saliency.png").exists()
+    assert (tmp_path / "zhu_digits" / "figures" / "zhu_saliency.png").exists()
 
 
 @pytest.mark.parametrize("name,shape", [("mnist", (1, 28)), ("fashion_mnist", (1, 28)), ("svhn", (3, 32)), ("cifar10", (3, 32))])

@@ -846,9 +846,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("ROBUSTLAB_DEBUG", "") not in ("", "0")
     torchrun_rank = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if torchrun_rank:  # a torchrun rank ends with its launcher
-        from .processes import die_with_parent
+    from .processes import die_with_parent, keep_freed_memory
 
+    keep_freed_memory()
+    if torchrun_rank:  # a torchrun rank ends with its launcher
         die_with_parent()
     where = f"robustlab {args.command}"
     try:

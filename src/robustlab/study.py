@@ -25,7 +25,7 @@ from .config import OutsideConfig, RunConfig, StudyConfig, load_study, outside_c
 from .distributed import resolve_device
 from .errors import RobustlabError
 from .evaluate import EvalResult, evaluate, flag_lines, resolve_suite
-from .processes import die_with_parent, launch_kwargs
+from .processes import die_with_parent, keep_freed_memory, launch_kwargs
 from .report import SECTIONS, RunRecord, StudyContext
 from .report.context import outside_model
 from .report.roles import check_roles
@@ -457,7 +457,7 @@ def _execute(
     running: dict[cf.Future, str] = {}
     # workers end with this process, however it ends (they would otherwise train on as orphans)
     with cf.ProcessPoolExecutor(
-        max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=die_with_parent, initargs=(os.getpid(),)
+        max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_start, initargs=(os.getpid(),)
     ) as pool:
         while pending or running:
             ready = sorted((lb for lb in pending if deps[lb] <= seconds.keys()), key=order.__getitem__)
@@ -483,6 +483,12 @@ def _execute(
                     what = "reused" if states[label] == "done" else f"trained in {seconds[label]:.0f} s"
                     console.print(f"[{len(seconds)}/{n}] {label}: {what}, evaluated")
     return seconds
+
+
+def _worker_start(parent: int) -> None:
+    """A study worker: ends with the study's process and keeps the memory its tensors free."""
+    die_with_parent(parent)
+    keep_freed_memory()
 
 
 def header(

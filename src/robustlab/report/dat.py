@@ -140,7 +140,8 @@ def dat_section(ctx: StudyContext, groups: tuple[str, ...] = ("dat", "main"), ex
     first = records[0]
     n = first.eval.n
     aa = {r.label: autoattack_of(r) for r in records}  # AutoAttack on the first test points, when evaluated
-    aa_cols = [f"AutoAttack (n={next(v for v in aa.values() if v)[0].n})"] if any(aa.values()) else []
+    aa_n = {v[0].n for v in aa.values() if v}
+    aa_cols = [f"AutoAttack (n={next(iter(aa_n))})" if len(aa_n) == 1 else "AutoAttack (n)"] if aa_n else []
     strongest = longest(first.eval.suite, "pgd")
 
     baseline = std.label if std is not None else "standard"
@@ -181,7 +182,9 @@ def dat_section(ctx: StudyContext, groups: tuple[str, ...] = ("dat", "main"), ex
         ]
         cells += [fixed(100 * r.eval.attacks[strongest])] if strongest else []
         found = aa[r.label]
-        cells += [fixed(100 * found[0].attacks[found[1]]) if found else "–" for _ in aa_cols]
+        if aa_cols:  # each cell names its n when the runs' AutoAttack n differ
+            n_note = f" ({found[0].n})" if found and len(aa_n) > 1 else ""
+            cells.append(fixed(100 * found[0].attacks[found[1]]) + n_note if found else "–")
         cells += [fixed(100 * r.eval.worst_case), "reused" if r.reused else f"{r.train_seconds:.0f} s"]
         lines.append(row(*cells))
     lines.append("")
