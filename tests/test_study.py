@@ -83,3 +83,29 @@ def test_parallel_jobs_respect_dependencies(tmp_path):
     meta = json.loads((tmp_path / "runs/mini/child/model.json").read_text())
     assert meta["init_from"]["checkpoint"].endswith("standard/model")
     assert "| child |" in report.read_text()
+
+
+def test_the_report_header_names_every_raised_flag_whatever_section_shows_the_run(tmp_path):
+    """A paper block's table has no flags column: the header lists every run's raised flags."""
+    from robustlab.config import load_study, study_runs
+    from robustlab.evaluate import EvalResult
+    from robustlab.report import RunRecord
+    from robustlab.study import sanity_line
+
+    runs = study_runs(load_study(Path(__file__).parents[1] / "configs/digits.yaml"))[:3]
+    flags = [
+        [{"name": "square", "raised": False, "checked": True, "detail": "a Square probe breaks 0 of 200 points"}],
+        [{"name": "square", "raised": True, "checked": True, "detail": "a Square probe breaks 5 of 200 points"}],
+        [],
+    ]
+
+    def record(i: int, raised: list) -> RunRecord:
+        label, group, cfg = runs[i]
+        result = EvalResult(threat="linf:0.2", suite=["fgsm"], n=200, clean=1.0, attacks={"fgsm": 0.5},
+                            worst_case=0.5, step=0.05, flags=raised)
+        return RunRecord(label, group, cfg, tmp_path / label, eval=result)
+
+    records = [record(i, f) for i, f in enumerate(flags)]
+    assert sanity_line(records) == ("- **sanity flags raised** for 1 run(s) (what each flag means: the run's eval.md): "
+                                    "`pgd_at` square: a Square probe breaks 5 of 200 points.")
+    assert sanity_line([records[0], records[2]]) == "- sanity flags: none raised (1 of 2 runs checked)."

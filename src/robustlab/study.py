@@ -518,6 +518,21 @@ def header(
         f"on {device} ({jobs} run(s) at a time, {os.cpu_count()} cores, {platform.processor() or platform.machine()})",
         f"- robustlab {__version__}, torch {torch.__version__}, written {when}",
         "- model selection: validation split carved from train; the test split is used only for the tables below.",
+        sanity_line(records),
         "",
     ]
     return "\n".join(lines)
+
+
+def sanity_line(records: list[RunRecord]) -> str:
+    """Every raised sanity flag of every run, whichever sections show the run (a paper section's table has
+    no flags column)."""
+    raised = [(r.label, f) for r in records for f in r.eval.flags if f["raised"]]
+    if not raised:
+        checked = sum(bool(r.eval.flags) for r in records)
+        return f"- sanity flags: none raised ({checked} of {len(records)} runs checked)."
+    details = "; ".join(f"`{label}` {f['name']}: {f['detail']}" for label, f in raised)
+    return (
+        f"- **sanity flags raised** for {len({label for label, _ in raised})} run(s) (what each flag means: "
+        f"the run's eval.md): {details}."
+    )

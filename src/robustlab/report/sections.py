@@ -203,7 +203,7 @@ def flags_text(records) -> str:
             lines.append(f"- **{name}**: {checked[name]['explanation']}")
             lines += [f"  - {label}: {f['detail']}." for label, f in raised if f["name"] == name]
     else:
-        lines.append("No sanity flag was raised for any model.")
+        lines.append("No sanity flag was raised for any model of this table.")
 
     def sizes(name: str) -> str:
         return ", ".join(
