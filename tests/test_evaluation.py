@@ -77,6 +77,41 @@ def test_an_interrupted_evaluation_resumes_to_the_identical_result(tmp_path, lin
     assert not (tmp_path / "eval_state.json").exists()  # a finished evaluation leaves no state behind
 
 
+def test_pgd_k_of_a_suite_is_the_first_k_steps_of_its_longest_pgd_bit_for_bit(trained, digits, tmp_path):
+    """PGD-2/5 and CW-2/5 beside PGD-12 / CW-12 are read off the longer attacks' iterates, not run again: each
+    per-sample result equals the attack run alone, on a robust model whose points break at many different
+    steps; also when the evaluation is interrupted and resumed inside the longer attack."""
+    from robustlab.checkpoint import load_model
+
+    _, run_dir = trained
+    model, _ = load_model(run_dir)
+    split = digits.test.head(120)
+    suite = ["pgd-2", "pgd-5", "cw-5", "pgd-12", "cw-2", "cw-12", {"name": "pgd", "steps": 3, "restarts": 2}]
+    kw = dict(batch_size=20, seed=3, quiet=True, num_classes=10)
+    shared = evaluate(model, split, "linf:0.15", suite, **kw)
+    alone = {}
+    for spec in suite:
+        alone.update(evaluate(model, split, "linf:0.15", [spec], **kw).per_sample)
+    assert list(shared.per_sample) == list(alone) and list(shared.seconds)[1:] == shared.suite
+    for key, robust in alone.items():
+        np.testing.assert_array_equal(shared.per_sample[key], robust, err_msg=key)
+    # the steps between matter on this model: points break after step 2, after step 5, after step 12
+    assert shared.attacks["pgd-2"] > shared.attacks["pgd-5"] and shared.attacks["cw-2"] > shared.attacks["cw-5"] > shared.attacks["cw-12"]
+    assert shared.seconds["pgd-2"] == shared.seconds["cw-5"] == 0.0 < shared.seconds["pgd-12"]
+    assert shared.seconds["pgd(steps=3,restarts=2)"] > 0.0  # two restarts: not a prefix, run on its own
+
+    def stop(label, b):
+        if label == "pgd-12" and b == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, split, "linf:0.15", suite, state_path=tmp_path / "state", on_batch_done=stop, **kw)
+    assert json.loads((tmp_path / "state.json").read_text())["batches"]["pgd-12"] == 2
+    resumed = evaluate(model, split, "linf:0.15", suite, state_path=tmp_path / "state", **kw)
+    for key, robust in alone.items():
+        np.testing.assert_array_equal(resumed.per_sample[key], robust, err_msg=key)
+
+
 def test_a_state_from_other_settings_is_not_resumed(tmp_path, linear_model):
     model, split = _linear_split(linear_model)
     state = tmp_path / "s"

@@ -79,6 +79,9 @@ class PGD(Attack):
     """PGD-`steps` with step size `step` (default eps/4), `restarts` random restarts."""
 
     name = "pgd"
+    # steps k < `steps` after which `run` also reports the points still robust, as stage "step{k}": the result
+    # of the PGD-k that `prefix_of` this attack, so an evaluation runs the longest of PGD-10 ... PGD-100 only
+    report_steps: tuple[int, ...] = ()
 
     def __init__(
         self,
@@ -121,6 +124,23 @@ class PGD(Attack):
             f"PGD({self.threat}, steps={self.steps}, step={self.step:.4g}, loss={self.loss}, restarts={self.restarts})"
         )
 
+    def prefix_of(self, other: Attack) -> bool:
+        """Whether `run` of this attack gives what `other`'s gives after `self.steps` steps: the same PGD with more
+        steps, one restart each, keeping the best iterate in evaluation mode. From the same generator both draw
+        the same start and take the same first steps on the same points (a point leaves at its first success);
+        PGD-k's last iterate is `other`'s k-th, every earlier one a candidate in both."""
+        same = ("threat", "step", "loss", "start", "sigma", "targeted", "kappa", "eot_iter", "num_classes", "seed")
+        return (
+            type(other) is type(self)
+            and isinstance(other, PGD)
+            and other.steps > self.steps
+            and self.restarts == other.restarts == 1
+            and self.keep_best
+            and other.keep_best
+            and self.mode == other.mode == "eval"
+            and all(getattr(self, a) == getattr(other, a) for a in same)
+        )
+
     def _objective(self, logits: torch.Tensor, y: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
         if self.loss == "kl":
             assert ref is not None, "the KL loss needs the clean logits"
@@ -156,6 +176,12 @@ class PGD(Attack):
         if ref is not None:
             s["ref"] = ref
         out_x, out_succ = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
+        stages: dict[str, torch.Tensor] = {}
+
+        def still_robust() -> torch.Tensor:
+            robust = ~out_succ
+            robust[s["idx"]] = ~s["best_succ"]
+            return robust
 
         def consider(cand: torch.Tensor, logits: torch.Tensor, value: torch.Tensor) -> None:
             succ = self._success(logits, s["y"])
@@ -180,6 +206,8 @@ class PGD(Attack):
                 x_adv = x_adv.detach()
                 if self.keep_best:
                     consider(x_adv, logits, value)
+                if t in self.report_steps and retire:  # iterates 0..t considered: PGD-t's result
+                    stages[f"step{t}"] = still_robust()
                 x_adv = ascent_step(x_adv, grad, s["x"], self.threat, self.step)
                 if retire and s["best_succ"].any():  # one host sync per step: broken points leave at once
                     done = s["best_succ"]
@@ -194,7 +222,10 @@ class PGD(Attack):
             elif not track:
                 s["best_x"] = x_adv
         out_x[s["idx"]], out_succ[s["idx"]] = s["best_x"], s["best_succ"]
-        return out_x, out_succ
+        if not (self.report_steps and retire):
+            return out_x, out_succ
+        # a step the loop did not reach: every point had left, broken, before it
+        return out_x, out_succ, {f"step{k}": stages.get(f"step{k}", ~out_succ) for k in self.report_steps}
 
 
 def _target_margin(logits: torch.Tensor, target: torch.Tensor, kappa: float) -> torch.Tensor:

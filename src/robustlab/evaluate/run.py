@@ -2,6 +2,10 @@
 
 check the inputs → build the attacks → the clean pass → (open the resume state) → each attack over its
 batches → place the per-sample results → the result → (the sanity flags) → remove the resume state.
+
+A PGD-k whose result is the first k steps of a longer PGD of the suite (`PGD.prefix_of`: PGD-10, -20 and -40
+of PGD-100 in the paper protocol, CW-k alike) is not run again: the longer attack reports the points still
+robust after k steps, which is PGD-k's per-sample result, bit for bit (tests/test_evaluation.py).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from rich.progress import Progress, TaskID
 from torch import nn
 
 from .. import seeds
-from ..attacks import Attack, check_logits
+from ..attacks import PGD, Attack, check_logits
 from ..attacks import build as build_attack
 from ..config import FlagConfig
 from ..data import Split, batches, check_images, check_labels
@@ -79,6 +83,7 @@ def evaluate(
         (attack_label(s), build_attack(s, threat, defaults={"step": step}, seed=seed, num_classes=num_classes))
         for s in specs
     ]
+    prefixes = _prefixes(attacks)
     world = world or World()
     quiet = quiet or not world.is_main
     data = split.to(device)
@@ -104,12 +109,13 @@ def evaluate(
                 "data": fingerprint(split.x, split.y),
             },
         )
-        per_sample: dict[str, np.ndarray] = {"clean": clean.numpy()}
-        stages: dict[str, dict[str, float]] = {}
+        found: dict[str, dict[str, np.ndarray]] = {}
         with progress_bar(disable=quiet) as bar, _autocast(precision, device):
-            task = bar.add_task("evaluate", total=len(attacks) * n_batches, info="")
+            task = bar.add_task("evaluate", total=(len(attacks) - len(prefixes)) * n_batches, info="")
             for label, attack in attacks:
-                arrays, seconds[label] = _run_attack(
+                if label in prefixes:
+                    continue
+                found[label], seconds[label] = _run_attack(
                     label,
                     attack,
                     model,
@@ -122,9 +128,22 @@ def evaluate(
                     world,
                     quiet,
                 )
-                _place(label, arrays, correct_idx.numpy(), len(data), per_sample, stages)
                 if not quiet:
-                    console.print(f"  {label:<10} {per_sample[label].mean():7.2%}  ({seconds[label]:.1f}s)")
+                    console.print(
+                        f"  {label:<10} {_accuracy(found[label][label], clean):7.2%}  ({seconds[label]:.1f}s)"
+                    )
+        for label, (longer, k) in prefixes.items():  # PGD-k: the points still robust after k steps of the longer
+            found[label] = {label: found[longer].pop(f"{longer}:step{k}")}
+            seconds[label] = 0.0
+            if not quiet:
+                console.print(
+                    f"  {label:<10} {_accuracy(found[label][label], clean):7.2%}  (the first {k} steps of {longer})"
+                )
+        seconds = {"clean": seconds["clean"], **{label: seconds[label] for label, _ in attacks}}
+        per_sample: dict[str, np.ndarray] = {"clean": clean.numpy()}
+        stages: dict[str, dict[str, float]] = {}
+        for label, _ in attacks:  # in the suite's order
+            _place(label, found[label], correct_idx.numpy(), len(data), per_sample, stages)
     result = EvalResult(
         threat=str(threat),
         suite=[label for label, _ in attacks],
@@ -200,6 +219,25 @@ def _open_state(
         done = ", ".join(f"{k} {v}/{n_batches}" for k, v in state.batches.items())
         console.print(f"resuming the evaluation from {state.json_path} (batches done: {done})")
     return state
+
+
+def _prefixes(attacks: list[tuple[str, Attack]]) -> dict[str, tuple[str, int]]:
+    """{label of PGD-k: (label of the longest attack of the suite it is a prefix of, k)}; that attack is set to
+    report its robustness after each such k."""
+    pgds = [(label, a) for label, a in attacks if isinstance(a, PGD)]
+    out: dict[str, tuple[str, int]] = {}
+    for label, attack in pgds:
+        longer = [(other.steps, lb, other) for lb, other in pgds if attack.prefix_of(other)]
+        if longer:
+            _, parent, other = max(longer, key=lambda c: c[0])
+            out[label] = (parent, attack.steps)
+            other.report_steps = tuple(sorted({*other.report_steps, attack.steps}))
+    return out
+
+
+def _accuracy(robust_correct: np.ndarray, clean: torch.Tensor) -> float:
+    """Accuracy over all points from the per-sample robustness of the clean-correct ones."""
+    return float(robust_correct.sum()) / max(len(clean), 1)
 
 
 def _place(
