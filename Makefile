@@ -7,13 +7,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup study study-extra study-real test lint test-slow bench clean
 
-# --no-compile: Python compiles a module when it is first imported, instead of pip compiling every file of
-# every package (40 of the 70 s the installation took; docs/evaluation.md).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-compile torch==2.13.0
-	$(BIN)/python -m pip install -q --no-compile -e ".[test,semantic]"
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[test,semantic]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -26,7 +24,7 @@ study-extra: $(STAMP)       ## the digits blocks of Zhu et al. and of Shi et al.
 	$(BIN)/robustlab study configs/shi_digits.yaml
 
 study-real: $(STAMP)        ## the real-data studies of docs/real_data.md (needs: apt-get install dataset-fashion-mnist)
-	$(BIN)/python -m pip install -q --no-compile -e ".[data]"
+	$(BIN)/python -m pip install -q -e ".[data]"
 	$(BIN)/robustlab study configs/fashion_mnist.yaml
 	$(BIN)/robustlab study configs/mnist5k.yaml
 
