@@ -57,8 +57,9 @@ def keep_freed_memory() -> bool:
     An attack allocates and frees the same activation sizes thousands of times. By default glibc serves
     blocks above a moving threshold with fresh mmap pages and trims the top of the heap when it is freed, so
     the kernel zeroes new pages for every batch: 235,000 page faults in 30 forward+backward passes of the
-    digits small_cnn on 500 images, 3,000 with this setting (tests/test_processes.py), 20 million in the
-    default study, and 7 % of AutoAttack's CPU time on the digits models (docs/evaluation.md). Settings: no
+    digits small_cnn on 500 images, 3,000 with this setting (tests/test_processes.py); 20 million in the
+    default study, 0.8 million with it (docs/evaluation.md); AutoAttack on 150 digits took 7 % less CPU time
+    with it (two interleaved pairs of runs). Settings: no
     trimming while less than 1 GiB is free at the top, a 64 MiB pad when the heap grows, mmap only for
     blocks of 32 MiB or more (glibc's largest threshold; fixing it also stops the moving threshold)."""
     import ctypes
