@@ -5,7 +5,8 @@ batches → place the per-sample results → the result → (the sanity flags) �
 
 A PGD-k whose result is the first k steps of a longer PGD of the suite (`PGD.prefix_of`: PGD-10, -20 and -40
 of PGD-100 in the paper protocol, CW-k alike) is not run again: the longer attack reports the points still
-robust after k steps, which is PGD-k's per-sample result, bit for bit (tests/test_evaluation.py).
+robust after k steps, which is PGD-k's per-sample result, bit for bit on a deterministic model
+(tests/test_evaluation.py); on a randomised one it is another, equally valid draw of PGD-k's randomness.
 """
 
 from __future__ import annotations
