@@ -23,9 +23,10 @@ setup: $(STAMP)
 study: $(STAMP)             ## train, evaluate and report the default digits study
 	$(BIN)/robustlab study configs/digits.yaml
 
-study-extra: $(STAMP)       ## the digits blocks of Zhu et al. and of Shi et al.'s capacity study (outside the default's 10 minutes)
+study-extra: $(STAMP)       ## the digits blocks of Zhu et al., Shi et al.'s capacity study and AALP (outside the default's 10 minutes)
 	$(BIN)/robustlab study configs/zhu_digits.yaml
 	$(BIN)/robustlab study configs/shi_digits.yaml
+	$(BIN)/robustlab study configs/aalp_digits.yaml
 
 study-real: $(STAMP)        ## the real-data studies of docs/real_data.md (needs: apt-get install dataset-fashion-mnist)
 	$(BIN)/python -m pip install -q -e ".[data]"

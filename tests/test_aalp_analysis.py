@@ -159,21 +159,25 @@ def test_paper_attack_settings():
                 assert cfg.method.options["attack_steps"] == steps and cfg.method.options["attack_step"] == pytest.approx(step)
 
 
-def test_digits_study_has_the_aalp_runs_and_section():
-    study = load_study(ROOT / "configs" / "digits.yaml")
-    runs = {label: (group, cfg) for label, group, cfg in study_runs(study)}
-    block = {label: cfg for label, (group, cfg) in runs.items() if group == "aalp"}
+def test_the_aalp_digits_study_is_the_block_that_left_the_default_study():
+    """configs/aalp_digits.yaml: the eight runs of one budget, paired with the default study's `alp` row."""
+    study = load_study(ROOT / "configs" / "aalp_digits.yaml")
+    runs = study_runs(study)
+    assert {group for _, group, _ in runs} == {"aalp"} and list(study.sections) == ["aalp"]
+    block = {label: cfg for label, _, cfg in runs}
     methods = sorted((cfg.method.name, cfg.method.options.get("guided_dropout", False)) for cfg in block.values())
     assert methods == [("aalp", False), ("aalp_gd", False), ("aalp_sw", False), ("alp", False), ("pgd_at", False),
                        ("pgd_at", True), ("standard", False), ("standard", True)]
     for cfg in block.values():  # one model, training budget and evaluation for the whole block
         assert cfg.model == block["aalp"].model and cfg.train == block["aalp"].train and cfg.eval == block["aalp"].eval
-    # the paper protocol of the main runs (which add AutoAttack on the whole test split)
-    main_eval = runs["alp"][1].eval
+    # the default study's paper protocol (its headline runs add AutoAttack on the whole test split)
+    default = load_study(ROOT / "configs" / "digits.yaml")
+    main = {label: cfg for label, _, cfg in study_runs(default)}
+    main_eval = main["alp"].eval
     assert [x.suite for x in main_eval.extra_suites] == ["autoattack"] and main_eval.extra_suites[0].max_samples is None
     assert block["aalp"].eval.model_copy(update={"extra_suites": main_eval.extra_suites}) == main_eval
-    assert block["aalp"].method.options["alpha"] == runs["alp"][1].method.options.get("lam", 0.5)
-    assert "aalp" in study.sections
+    assert block["aalp"].method.options["alpha"] == main["alp"].method.options.get("lam", 0.5)
+    assert "aalp" not in default.sections and not set(block) & set(main)
 
 
 # --- end to end: callback + section on a tiny study -------------------------------------------------------
@@ -187,7 +191,7 @@ def tiny_study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("aalp_study")
     d = load_digits()
     np.savez(tmp / "tiny.npz", x=(d.images[:240] / 16.0).astype(np.float32)[:, None], y=d.target[:240])
-    cfg = (ROOT / "configs" / "digits.yaml").read_text()
+    cfg = (ROOT / "configs" / "aalp_digits.yaml").read_text()
     config = tmp / "tiny.yaml"
     config.write_text(cfg)
     sets = [f"dataset={{name: npz, path: {tmp / 'tiny.npz'}}}", "model={name: small_cnn, width: 4, hidden: 32}",
