@@ -86,7 +86,8 @@ def test_pgd_k_of_a_suite_is_the_first_k_steps_of_its_longest_pgd_bit_for_bit(tr
     _, run_dir = trained
     model, _ = load_model(run_dir)
     split = digits.test.head(120)
-    suite = ["pgd-2", "pgd-5", "cw-5", "pgd-12", "cw-2", "cw-12", {"name": "pgd", "steps": 3, "restarts": 2}]
+    kl = [{"name": "pgd", "steps": k, "loss": "kl"} for k in (2, 4)]  # no point leaves early: each runs on its own
+    suite = ["pgd-2", "pgd-5", "cw-5", "pgd-12", "cw-2", "cw-12", {"name": "pgd", "steps": 3, "restarts": 2}, *kl]
     kw = dict(batch_size=20, seed=3, quiet=True, num_classes=10)
     shared = evaluate(model, split, "linf:0.15", suite, **kw)
     alone = {}
@@ -99,6 +100,7 @@ def test_pgd_k_of_a_suite_is_the_first_k_steps_of_its_longest_pgd_bit_for_bit(tr
     assert shared.attacks["pgd-2"] > shared.attacks["pgd-5"] and shared.attacks["cw-2"] > shared.attacks["cw-5"] > shared.attacks["cw-12"]
     assert shared.seconds["pgd-2"] == shared.seconds["cw-5"] == 0.0 < shared.seconds["pgd-12"]
     assert shared.seconds["pgd(steps=3,restarts=2)"] > 0.0  # two restarts: not a prefix, run on its own
+    assert shared.seconds["pgd(steps=2,loss=kl)"] > 0.0
 
     def stop(label, b):
         if label == "pgd-12" and b == 1:

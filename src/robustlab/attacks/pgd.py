@@ -124,6 +124,12 @@ class PGD(Attack):
             f"PGD({self.threat}, steps={self.steps}, step={self.step:.4g}, loss={self.loss}, restarts={self.restarts})"
         )
 
+    @property
+    def leaves_at_first_success(self) -> bool:
+        """Whether `run` lets a point leave at its first successful iterate, which then decides it (every iterate
+        a candidate; not for the KL loss, whose success is not what it ascends)."""
+        return self.keep_best and self.loss != "kl"
+
     def prefix_of(self, other: Attack) -> bool:
         """Whether `run` of this attack gives what `other`'s gives after `self.steps` steps: the same PGD with more
         steps, one restart each, keeping the best iterate in evaluation mode. From the same generator both draw
@@ -135,8 +141,8 @@ class PGD(Attack):
             and isinstance(other, PGD)
             and other.steps > self.steps
             and self.restarts == other.restarts == 1
-            and self.keep_best
-            and other.keep_best
+            and self.leaves_at_first_success
+            and other.leaves_at_first_success
             and self.mode == other.mode == "eval"
             and all(getattr(self, a) == getattr(other, a) for a in same)
         )
@@ -160,10 +166,10 @@ class PGD(Attack):
             with torch.no_grad():
                 ref = F.log_softmax(model(x), 1)
         track = need_success or self.restarts > 1 or self.keep_best
-        success_first = self.loss != "kl"
-        # run(...) needs only the success: with keep_best a point leaves at its first successful iterate, which
-        # decides it; attack(...) keeps every point to the end (training wants the highest-loss iterate)
-        retire = need_success and self.keep_best and success_first
+        success_first = self.loss != "kl"  # an iterate that succeeds beats one with a higher loss that does not
+        # run(...) needs only the success: a point may leave at its first successful iterate, which decides it;
+        # attack(...) keeps every point to the end (training wants the highest-loss iterate)
+        retire = need_success and self.leaves_at_first_success
         n = x.shape[0]
         s = {
             "idx": torch.arange(n, device=x.device),
